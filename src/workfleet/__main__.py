@@ -1,0 +1,3 @@
+from workfleet.cli.main import main
+
+main()

@@ -1,0 +1,133 @@
+"""create_app: the backend as an ASGI app, with everything it needs passed in."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+
+from workfleet import __version__
+from workfleet.api_errors import map_domain_errors
+from workfleet.backend.auth import Authenticator
+from workfleet.backend.dispatcher import Dispatcher
+from workfleet.backend.gateway import HttpWorkerGateway, WorkerGateway
+from workfleet.backend.health import HealthMonitor
+from workfleet.backend.orchestrator import Orchestrator, OrchestratorConfig, utc_now
+from workfleet.backend.routes import keys, operations, system, workers
+from workfleet.backend.sessions import SessionHub
+from workfleet.domain.workers import LivenessPolicy
+from workfleet.observability.metrics import BackendMetrics
+from workfleet.operations.registry import load_operation_types
+from workfleet.security.tokens import auth_header
+from workfleet.settings import BackendSettings
+from workfleet.store.base import Store
+from workfleet.store.sql import SqlStore
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(
+    settings: BackendSettings,
+    *,
+    store: Store | None = None,
+    gateway: WorkerGateway | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> FastAPI:
+    store = store or SqlStore(settings.resolved_database_url())
+    gateway = gateway or HttpWorkerGateway(
+        headers=auth_header(settings.cluster_secrets),
+        dispatch_timeout_s=settings.dispatch_timeout_s,
+    )
+    metrics = BackendMetrics()
+    config = OrchestratorConfig(
+        liveness=LivenessPolicy(settings.health_failure_threshold, settings.worker_removal_s),
+        max_losses=settings.max_losses,
+        max_pending=settings.max_pending,
+        dispatch_timeout_s=settings.dispatch_timeout_s,
+        progress_persist_interval_s=settings.progress_persist_interval_s,
+        placement=settings.placement,
+    )
+    orchestrator = Orchestrator(
+        store,
+        gateway,
+        operation_types=load_operation_types(),
+        config=config,
+        metrics=metrics,
+        clock=clock,
+    )
+    monitor = HealthMonitor(
+        orchestrator,
+        gateway,
+        interval_s=settings.health_interval_s,
+        timeout_s=settings.health_timeout_s,
+        probe_timeout_s=settings.probe_timeout_s,
+        concurrency=settings.health_concurrency,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await store.open()
+        dispatcher = Dispatcher(orchestrator, gateway)
+        await orchestrator.start()
+        loops = [
+            _loop(dispatcher.run),
+            _loop(monitor.run),
+            _loop(
+                lambda: _every(settings.progress_persist_interval_s, orchestrator.flush_progress)
+            ),
+        ]
+        log.info("backend_started", version=__version__, auth_mode=settings.auth_mode)
+        try:
+            yield
+        finally:
+            app.state.sessions.close()
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await orchestrator.stop()
+            await gateway.close()
+            await store.close()
+            log.info("backend_stopped")
+
+    app = FastAPI(
+        title="workfleet",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.orchestrator = orchestrator
+    app.state.metrics = metrics
+    app.state.authenticator = Authenticator(settings.auth_mode, settings.cluster_secrets, store)
+    app.state.sessions = SessionHub(on_drop=monitor.probe_soon)
+    for router in (operations.router, workers.router, keys.router, system.router):
+        app.include_router(router)
+    map_domain_errors(app)
+    return app
+
+
+def _loop(run: Callable[[], Coroutine[Any, Any, None]]) -> "asyncio.Task[None]":
+    async def _forever() -> None:
+        while True:
+            try:
+                await run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in one loop must not silently stop it
+                log.exception("background_loop_crashed", loop=getattr(run, "__qualname__", "?"))
+                await asyncio.sleep(0.5)
+
+    return asyncio.create_task(_forever())
+
+
+async def _every(interval_s: float, tick: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        with contextlib.suppress(Exception):
+            await tick()

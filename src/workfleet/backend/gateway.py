@@ -1,0 +1,103 @@
+"""How the backend calls workers: dispatch, cancel, health. The orchestrator sees only the
+WorkerGateway protocol; HttpWorkerGateway is the real one (one pooled httpx client)."""
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import httpx
+from pydantic import ValidationError
+
+from workfleet.domain.operations import Lease
+from workfleet.domain.workers import Worker
+from workfleet.protocol import (
+    CancelRequest,
+    DispatchAccepted,
+    DispatchRequest,
+    LeaseModel,
+    WorkerHealth,
+)
+
+DispatchKind = Literal["accepted", "refused", "unreachable", "unconfirmed"]
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchResult:
+    """accepted: running there. refused/unreachable: certainly not running there.
+    unconfirmed: it may be running (timeout after sending, server error)."""
+
+    kind: DispatchKind
+    detail: str = ""
+    accepted_seq: int | None = None
+
+
+class HealthCheckFailed(Exception):
+    def __init__(self, detail: str, *, refused: bool) -> None:
+        super().__init__(detail)
+        self.refused = refused  # nothing listens: conclusive on a host that answers
+
+
+class WorkerGateway(Protocol):
+    async def dispatch(self, worker: Worker, request: DispatchRequest) -> DispatchResult: ...
+
+    async def cancel(self, worker: Worker, operation_id: str, lease: Lease) -> None: ...
+
+    async def health(self, worker: Worker, *, timeout_s: float) -> WorkerHealth: ...
+
+    async def close(self) -> None: ...
+
+
+class HttpWorkerGateway:
+    def __init__(self, *, headers: dict[str, str], dispatch_timeout_s: float) -> None:
+        self._client = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(dispatch_timeout_s, connect=min(dispatch_timeout_s, 3.0)),
+            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=1000),
+            trust_env=False,
+        )
+
+    async def dispatch(self, worker: Worker, request: DispatchRequest) -> DispatchResult:
+        url = f"{worker.endpoint_url}/api/v1/operations"
+        try:
+            response = await self._client.post(
+                url, content=request.model_dump_json(), headers={"Content-Type": "application/json"}
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            return DispatchResult("unreachable", f"{type(exc).__name__}: {exc}")
+        except httpx.HTTPError as exc:
+            return DispatchResult("unconfirmed", f"{type(exc).__name__}: {exc}")
+        if response.is_success:
+            try:
+                accepted = DispatchAccepted.model_validate_json(response.content)
+            except ValidationError:
+                return DispatchResult("unconfirmed", "unreadable acknowledgement")
+            return DispatchResult("accepted", accepted_seq=accepted.accepted_seq)
+        if response.status_code >= 500:
+            return DispatchResult("unconfirmed", f"HTTP {response.status_code}")
+        return DispatchResult("refused", f"HTTP {response.status_code}: {response.text[:200]}")
+
+    async def cancel(self, worker: Worker, operation_id: str, lease: Lease) -> None:
+        body = CancelRequest(lease=LeaseModel(attempt=lease.attempt, token=lease.token))
+        url = f"{worker.endpoint_url}/api/v1/operations/{operation_id}/cancel"
+        try:
+            await self._client.post(
+                url, content=body.model_dump_json(), headers={"Content-Type": "application/json"}
+            )
+        except httpx.HTTPError:
+            pass  # the next health check reports the operation again and the cancel is re-sent
+
+    async def health(self, worker: Worker, *, timeout_s: float) -> WorkerHealth:
+        try:
+            response = await self._client.get(f"{worker.endpoint_url}/health", timeout=timeout_s)
+        except httpx.ConnectError as exc:
+            raise HealthCheckFailed(f"connection failed: {exc}", refused=True) from exc
+        except httpx.HTTPError as exc:
+            raise HealthCheckFailed(f"{type(exc).__name__}: {exc}", refused=False) from exc
+        if response.status_code != 200:
+            raise HealthCheckFailed(f"HTTP {response.status_code}", refused=False)
+        try:
+            return WorkerHealth.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise HealthCheckFailed("unreadable health report", refused=False) from exc
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,731 @@
+"""The use cases of the backend. Imports nothing from HTTP frameworks.
+
+The live state (unfinished operations, the pending queue, the worker registry with its slot
+reservations) is held here in memory, in one asyncio thread, and written through to the Store.
+An operation is acknowledged to its client only once its record is durable; every later
+change of one operation is persisted in order (one chain of writes per operation).
+"""
+
+import asyncio
+import hashlib
+import json
+import math
+import secrets
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from workfleet.backend.gateway import WorkerGateway
+from workfleet.domain import operations as ops_domain
+from workfleet.domain import workers as workers_domain
+from workfleet.domain.errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    QueueFull,
+    StaleLease,
+)
+from workfleet.domain.operations import ErrorInfo, Lease, Operation, Outcome, Requirements
+from workfleet.domain.permissions import Principal, allowed, may_cancel
+from workfleet.domain.placement import POLICIES
+from workfleet.domain.queue import PendingQueue
+from workfleet.domain.workers import Capabilities, LivenessPolicy, Load, Worker
+from workfleet.observability.metrics import BackendMetrics
+from workfleet.operations.registry import OperationType, validate_params
+from workfleet.store.base import OperationQuery, Store
+
+log = structlog.get_logger(__name__)
+RECENT_TERMINAL = 1000
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorConfig:
+    liveness: LivenessPolicy = field(default_factory=LivenessPolicy)
+    max_losses: int = 3
+    max_pending: int = 10_000
+    dispatch_timeout_s: float = 10.0
+    progress_persist_interval_s: float = 2.0
+    placement: str = "round_robin"
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    operation_type: str
+    params: Mapping[str, Any]
+    priority: int = 0
+    requirements: Requirements = field(default_factory=Requirements)
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    worker_id: str
+    worker_type: str
+    endpoint_url: str
+    capabilities: Capabilities
+    operation_types: frozenset[str]
+    instance_id: str
+    accepted_seq: int
+    running: tuple[tuple[str, Lease, Mapping[str, Any] | None], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    healthy: bool
+    worker_id: str
+    instance_id: str
+    accepted_seq: int
+    load: Load
+    running: tuple[tuple[str, Lease, Mapping[str, Any] | None], ...]
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        store: Store,
+        gateway: WorkerGateway,
+        *,
+        operation_types: Mapping[str, OperationType],
+        config: OrchestratorConfig,
+        metrics: BackendMetrics,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.gateway = gateway
+        self.config = config
+        self.metrics = metrics
+        self.clock = clock
+        self.operation_types = operation_types
+        self.placement = POLICIES[config.placement]
+        self.active: dict[str, Operation] = {}
+        self.queue = PendingQueue()
+        self.workers: dict[str, Worker] = {}
+        self._keys: dict[tuple[str, str], str] = {}
+        self._recent: OrderedDict[str, Operation] = OrderedDict()
+        self._waiters: dict[str, list[asyncio.Future[Operation]]] = {}
+        self._writes: dict[str, asyncio.Task[None]] = {}
+        self._assigned_mono: dict[str, float] = {}
+        self._dirty_progress: set[str] = set()
+        self._finished_mono: deque[float] = deque(maxlen=4096)
+        self._background: set[asyncio.Task[Any]] = set()
+        self.on_work: Callable[[], None] = lambda: None  # the dispatcher wakes on this
+        metrics.watch_workers(lambda: list(self.workers.values()))
+
+    # ---- start and stop -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild the live state after a (re)start: workers, then unfinished operations."""
+        for worker in await self.store.load_workers():
+            self.workers[worker.worker_id] = worker
+        now_mono = time.monotonic()
+        for op in await self.store.unfinished_operations():
+            self._remember(op)
+            if op.lease is None:
+                if op.cancel_requested_at is None:
+                    self.queue.push(op)
+                continue
+            worker = self.workers.get(op.worker_id or "")
+            if worker is None:  # its worker is forgotten: nobody can adopt it
+                self._lose(op, "worker_forgotten")
+                continue
+            self._reserve(worker.worker_id, op.operation_id)
+            self._assigned_mono[op.operation_id] = now_mono
+        log.info("orchestrator_started", workers=len(self.workers), unfinished=len(self.active))
+        self.on_work()
+
+    async def stop(self) -> None:
+        await self.flush_progress()
+        pending_writes = list(self._writes.values())
+        if pending_writes:
+            await asyncio.gather(*pending_writes, return_exceptions=True)
+
+    # ---- clients ------------------------------------------------------------------------------
+
+    async def submit(
+        self, submission: Submission, *, owner: str, idempotency_key: str | None = None
+    ) -> tuple[Operation, bool]:
+        """Accept an operation durably. Returns (operation, created)."""
+        params = self._validate(submission)
+        request_hash = _request_hash(submission, params)
+        if idempotency_key is not None:
+            existing = await self._by_idempotency_key(owner, idempotency_key)
+            if existing is not None:
+                if existing.request_hash != request_hash:
+                    raise Conflict("Idempotency-Key already used for a different request")
+                return existing, False
+        if len(self.queue) >= self.config.max_pending:
+            self.metrics.rejected_submits.labels("queue_full").inc()
+            raise QueueFull(len(self.queue), self._retry_after_s())
+        op = Operation(
+            operation_id=f"op_{secrets.token_hex(12)}",
+            operation_type=submission.operation_type,
+            params=params,
+            owner=owner,
+            created_at=self.clock(),
+            priority=submission.priority,
+            requirements=submission.requirements,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
+        if idempotency_key is not None:
+            self._keys[(owner, idempotency_key)] = op.operation_id
+        self.active[op.operation_id] = op
+        try:
+            await self._write(op.operation_id, lambda: self.store.add_operation(op))
+        except Exception:
+            self.active.pop(op.operation_id, None)
+            if idempotency_key is not None:
+                self._keys.pop((owner, idempotency_key), None)
+            raise
+        op = self.active[op.operation_id]  # a cancel may have raced the insert
+        if op.dispatchable:
+            self.queue.push(op)
+            self.on_work()
+        self.metrics.submitted.labels(op.operation_type).inc()
+        log.info(
+            "operation_submitted",
+            operation_id=op.operation_id,
+            owner=owner,
+            operation_type=op.operation_type,
+        )
+        return op, True
+
+    async def get(self, operation_id: str) -> Operation:
+        found = self.active.get(operation_id) or self._recent.get(operation_id)
+        if found is None:
+            found = await self.store.get_operation(operation_id)
+        if found is None:
+            raise NotFound(f"no operation {operation_id}")
+        return found
+
+    async def wait(self, operation_id: str, timeout_s: float) -> Operation:
+        """The operation once terminal, or as it is when the timeout passes (long poll)."""
+        op = await self.get(operation_id)
+        if op.is_terminal or timeout_s <= 0:
+            return op
+        future: asyncio.Future[Operation] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(operation_id, []).append(future)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            return await self.get(operation_id)
+        finally:
+            waiting = self._waiters.get(operation_id, [])
+            if future in waiting:
+                waiting.remove(future)
+            if not waiting:
+                self._waiters.pop(operation_id, None)
+
+    async def list_operations(self, query: OperationQuery) -> tuple[list[Operation], str | None]:
+        items, cursor = await self.store.list_operations(query)
+        # progress is persisted only every few seconds: show the live record where there is one
+        return [self.active.get(op.operation_id, op) for op in items], cursor
+
+    async def cancel(self, operation_id: str, *, by: Principal) -> Operation:
+        op = await self.get(operation_id)
+        if not may_cancel(by, op.owner):
+            if allowed(by, "read"):
+                raise Forbidden("operators may cancel only their own operations")
+            raise NotFound(f"no operation {operation_id}")
+        cancelled = ops_domain.cancel(op, at=self.clock())
+        log.info("operation_cancel_requested", operation_id=operation_id, by=by.name)
+        if cancelled.is_terminal:
+            self.queue.discard(operation_id)
+            await self._finish(cancelled)
+            return cancelled
+        self.active[operation_id] = cancelled
+        await self._write(operation_id, lambda: self.store.save_operation(cancelled))
+        worker = self.workers.get(cancelled.worker_id or "")
+        if worker is not None and cancelled.lease is not None:
+            self._spawn(self.gateway.cancel(worker, operation_id, cancelled.lease))
+        return cancelled
+
+    # ---- worker reports -----------------------------------------------------------------------
+
+    async def report_progress(
+        self,
+        operation_id: str,
+        lease: Lease,
+        progress: Mapping[str, Any] | None,
+        *,
+        started_at: datetime | None,
+    ) -> None:
+        op = await self._current_for_report(operation_id, "progress")
+        try:
+            updated = ops_domain.record_progress(
+                op, lease, progress, started_at=started_at, at=self.clock()
+            )
+        except StaleLease:
+            self.metrics.stale_reports.labels("progress").inc()
+            raise
+        self._replace(op, updated)
+        self._dirty_progress.add(operation_id)
+
+    async def report_completion(
+        self,
+        operation_id: str,
+        lease: Lease,
+        outcome: Outcome,
+        *,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+        started_at: datetime | None = None,
+        progress: Mapping[str, Any] | None = None,
+    ) -> Operation:
+        op = self.active.get(operation_id)
+        if op is None:
+            recorded = await self.get(operation_id)
+            if recorded.lease == lease and recorded.status == outcome:
+                return recorded  # the same result delivered again: its first delivery counted
+            self.metrics.stale_reports.labels("completion").inc()
+            raise StaleLease(operation_id)
+        try:
+            finished = ops_domain.finish(
+                op,
+                lease,
+                outcome,
+                at=self.clock(),
+                result=result,
+                error=error,
+                started_at=started_at,
+                progress=progress,
+            )
+        except StaleLease:
+            self.metrics.stale_reports.labels("completion").inc()
+            log.warning(
+                "stale_result_rejected",
+                operation_id=operation_id,
+                attempt=lease.attempt,
+                current_attempt=op.attempt,
+            )
+            raise
+        if op.status == "pending":
+            self._count_dispatch(finished)
+        await self._finish(finished)
+        return finished
+
+    # ---- registry -----------------------------------------------------------------------------
+
+    async def register(self, reg: Registration) -> tuple[Worker, list[str]]:
+        """Idempotent; reconciles what the worker says it runs. Returns (worker, stop list)."""
+        now = self.clock()
+        existing = self.workers.get(reg.worker_id)
+        new_instance = existing is None or existing.instance_id != reg.instance_id
+        worker = Worker(
+            worker_id=reg.worker_id,
+            worker_type=reg.worker_type,
+            endpoint_url=reg.endpoint_url,
+            capabilities=reg.capabilities,
+            operation_types=reg.operation_types,
+            instance_id=reg.instance_id,
+            registered_at=existing.registered_at if existing else now,
+            last_healthy_at=now,
+            draining=existing.draining if existing else False,
+            last_dispatched_at=existing.last_dispatched_at if existing else None,
+            reserved=existing.reserved if existing else frozenset(),
+        )
+        self.workers[reg.worker_id] = worker
+        stop = self._reconcile(
+            worker, reg.running, reg.accepted_seq, same_instance=not new_instance
+        )
+        await self.store.save_worker(self.workers[reg.worker_id])
+        log.info(
+            "worker_registered",
+            worker_id=reg.worker_id,
+            new_instance=new_instance,
+            reported=len(reg.running),
+            stop=len(stop),
+        )
+        self.on_work()
+        return self.workers[reg.worker_id], stop
+
+    async def deregister(self, worker_id: str) -> None:
+        """The worker left on purpose: what it still held goes back to the queue."""
+        worker = self._worker(worker_id)
+        self._lose_worker_operations(worker, "worker_deregistered", count_loss=False)
+        del self.workers[worker_id]
+        await self.store.delete_worker(worker_id)
+        log.info("worker_deregistered", worker_id=worker_id)
+
+    async def set_draining(self, worker_id: str, draining: bool) -> Worker:
+        worker = replace(self._worker(worker_id), draining=draining)
+        self.workers[worker_id] = worker
+        await self.store.save_worker(worker)
+        log.info("worker_drain_changed", worker_id=worker_id, draining=draining)
+        if not draining:
+            self.on_work()
+        return worker
+
+    def worker_known(self, worker_id: str) -> bool:
+        return worker_id in self.workers
+
+    def apply_health(self, worker_id: str, report: HealthReport | None) -> None:
+        """A health check's outcome: None is a failure (no answer, or `healthy: false`)."""
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return
+        now = self.clock()
+        if report is None or not report.healthy or report.worker_id != worker_id:
+            self.metrics.health_checks.labels("failure").inc()
+            self._set_worker(workers_domain.health_failed(worker, self.config.liveness, at=now))
+            return
+        self.metrics.health_checks.labels("success").inc()
+        self._set_worker(workers_domain.health_succeeded(worker, load=report.load, at=now))
+        same_instance = report.instance_id == worker.instance_id
+        for operation_id in self._reconcile(
+            self.workers[worker_id],
+            report.running,
+            report.accepted_seq,
+            same_instance=same_instance,
+        ):
+            self._send_cancel(worker_id, operation_id, report.running)
+
+    def declare_unreachable(self, worker_id: str) -> None:
+        """Its session dropped and nothing answers at its address: lost, without waiting."""
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            self._set_worker(
+                workers_domain.declare_unreachable(worker, self.config.liveness, at=self.clock())
+            )
+
+    async def remove_expired_workers(self) -> list[str]:
+        now = self.clock()
+        expired = [
+            w
+            for w in self.workers.values()
+            if workers_domain.removal_due(w, self.config.liveness, now=now)
+        ]
+        for worker in expired:
+            self._lose_worker_operations(worker, "worker_removed", count_loss=True)
+            del self.workers[worker.worker_id]
+            await self.store.delete_worker(worker.worker_id)
+            log.warning("worker_removed", worker_id=worker.worker_id)
+        return [w.worker_id for w in expired]
+
+    # ---- dispatch (driven by the Dispatcher) ---------------------------------------------------
+
+    def next_assignment(self) -> tuple[Operation, Worker] | None:
+        """Take the highest-priority operation some worker can run now and reserve its slot."""
+        now = self.clock()
+        best: tuple[tuple[int, int], Any, Worker] | None = None
+        workers = list(self.workers.values())
+        for key, operation_id, sort_key in self.queue.heads():
+            op = self.active.get(operation_id)
+            if op is None or not op.dispatchable:
+                self.queue.discard(operation_id)
+                continue
+            worker = self.placement(op, workers, now)
+            if worker is not None and (best is None or sort_key < best[0]):
+                best = (sort_key, key, worker)
+        if best is None:
+            return None
+        _, key, worker = best
+        op = self.active[self.queue.pop(key)]
+        assigned = ops_domain.assign(
+            op, worker_id=worker.worker_id, token=secrets.token_urlsafe(16)
+        )
+        self._replace(op, assigned)
+        self._reserve(worker.worker_id, op.operation_id)
+        self.workers[worker.worker_id] = replace(
+            self.workers[worker.worker_id], last_dispatched_at=now
+        )
+        self._assigned_mono[op.operation_id] = time.monotonic()
+        self._persist(assigned)
+        return assigned, self.workers[worker.worker_id]
+
+    def dispatch_accepted(self, operation_id: str, lease: Lease, accepted_seq: int | None) -> None:
+        op = self.active.get(operation_id)
+        if op is None or op.lease != lease or op.status != "pending":
+            return  # already reported, cancelled or lost meanwhile
+        running = ops_domain.acknowledge(op, lease, accepted_seq=accepted_seq, at=self.clock())
+        self._replace(op, running)
+        self._persist(running)
+        self._count_dispatch(running)
+
+    def dispatch_failed(
+        self, operation_id: str, lease: Lease, *, certain: bool, reason: str
+    ) -> None:
+        """certain: the worker did not take it (refused, unreachable); otherwise it may have."""
+        op = self.active.get(operation_id)
+        if op is None or op.lease != lease or op.is_terminal:
+            return
+        self.metrics.dispatch_failures.labels(reason).inc()
+        worker_id = op.worker_id or ""
+        if certain and op.status == "pending":
+            self._release(worker_id, operation_id)
+            freed = ops_domain.unassign(op)
+            self._replace(op, freed)
+            self._persist(freed)
+            if freed.cancel_requested_at is not None:
+                self._spawn(
+                    self._finish(ops_domain.transition(freed, "cancelled", at=self.clock()))
+                )
+            else:
+                self.queue.push(freed)
+        else:
+            self._spawn_cancel(worker_id, op)
+            self._lose(op, reason)
+        self.on_work()
+
+    # ---- internals ----------------------------------------------------------------------------
+
+    async def _current_for_report(self, operation_id: str, kind: str) -> Operation:
+        op = self.active.get(operation_id)
+        if op is not None:
+            return op
+        await self.get(operation_id)  # NotFound if it never existed
+        self.metrics.stale_reports.labels(kind).inc()
+        raise StaleLease(operation_id)
+
+    def _reconcile(
+        self,
+        worker: Worker,
+        reported: Iterable[tuple[str, Lease, Mapping[str, Any] | None]],
+        accepted_seq: int,
+        *,
+        same_instance: bool,
+    ) -> list[str]:
+        """Match what a worker runs against what we think it runs. Returns ids it must stop."""
+        stop: list[str] = []
+        seen: set[str] = set()
+        for operation_id, lease, progress in reported:
+            op = self.active.get(operation_id)
+            if op is None or op.worker_id != worker.worker_id or op.lease != lease:
+                stop.append(operation_id)
+                continue
+            seen.add(operation_id)
+            if op.status == "pending":  # adopted: its acknowledgement was lost
+                self.dispatch_accepted(operation_id, lease, None)
+                op = self.active[operation_id]
+            if progress is not None:
+                self._replace(op, replace(op, progress=progress))
+            if op.cancel_requested_at is not None:
+                stop.append(operation_id)
+        grace = self.config.dispatch_timeout_s
+        for operation_id in list(worker.reserved - seen):
+            op = self.active.get(operation_id)
+            if op is None:
+                continue
+            if not same_instance:
+                self._lose(op, "worker_restarted")
+            elif (
+                op.accepted_seq is not None and accepted_seq >= op.accepted_seq
+            ) or time.monotonic() - self._assigned_mono.get(operation_id, 0.0) > grace:
+                self._lose(op, "worker_lost_operation")
+        return stop
+
+    def _set_worker(self, worker: Worker) -> None:
+        before = self.workers[worker.worker_id]
+        self.workers[worker.worker_id] = worker
+        if before.status == worker.status:
+            return
+        log.info(
+            "worker_status_changed",
+            worker_id=worker.worker_id,
+            before=before.status,
+            after=worker.status,
+        )
+        if worker.status == "temporarily_unavailable":
+            self._lose_worker_operations(worker, "worker_unreachable", count_loss=True)
+        self._spawn(self.store.save_worker(self.workers[worker.worker_id]))
+        self.on_work()
+
+    def _lose_worker_operations(self, worker: Worker, reason: str, *, count_loss: bool) -> None:
+        for operation_id in list(self.workers[worker.worker_id].reserved):
+            op = self.active.get(operation_id)
+            if op is not None:
+                self._lose(op, reason, count_loss=count_loss)
+
+    def _lose(self, op: Operation, reason: str, *, count_loss: bool = True) -> None:
+        self._release(op.worker_id or "", op.operation_id)
+        lost = ops_domain.lose_attempt(
+            op,
+            reason=reason,
+            max_losses=self.config.max_losses,
+            counted=count_loss,
+            at=self.clock(),
+        )
+        self.metrics.attempts_lost.labels(reason).inc()
+        log.warning(
+            "operation_attempt_lost",
+            operation_id=op.operation_id,
+            reason=reason,
+            worker_id=op.worker_id,
+            attempt=op.attempt,
+            outcome=lost.status,
+        )
+        if lost.is_terminal:
+            self._spawn(self._finish(lost))
+            return
+        self._replace(op, lost)
+        self._persist(lost)
+        self.queue.push(lost)
+        self.on_work()
+
+    async def _finish(self, op: Operation) -> None:
+        """Record a terminal state: release, persist durably, wake waiters and the dispatcher."""
+        self._release(op.worker_id or "", op.operation_id)
+        self.active.pop(op.operation_id, None)
+        self._assigned_mono.pop(op.operation_id, None)
+        self._dirty_progress.discard(op.operation_id)
+        if op.idempotency_key is not None:
+            self._keys.pop((op.owner, op.idempotency_key), None)
+        self._recent[op.operation_id] = op
+        while len(self._recent) > RECENT_TERMINAL:
+            self._recent.popitem(last=False)
+        self.on_work()
+        await self._persist(op)
+        self._finished_mono.append(time.monotonic())
+        self.metrics.completed.labels(op.operation_type, op.status).inc()
+        log.info(
+            "operation_finished",
+            operation_id=op.operation_id,
+            status=op.status,
+            worker_id=op.worker_id,
+            attempt=op.attempt,
+        )
+        for future in self._waiters.pop(op.operation_id, []):
+            if not future.done():
+                future.set_result(op)
+
+    async def flush_progress(self) -> None:
+        dirty, self._dirty_progress = self._dirty_progress, set()
+        for operation_id in dirty:
+            op = self.active.get(operation_id)
+            if op is not None:
+                self._persist(op)
+
+    def _persist(self, op: Operation) -> asyncio.Task[None]:
+        return self._write(op.operation_id, lambda: self.store.save_operation(op))
+
+    def _write(self, operation_id: str, write: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """Chain writes per operation so they reach the store in the order they were made."""
+        previous = self._writes.get(operation_id)
+
+        async def _after_previous() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            await write()
+
+        task = asyncio.get_running_loop().create_task(_after_previous())
+        self._writes[operation_id] = task
+
+        def _done(t: asyncio.Task[None]) -> None:
+            if self._writes.get(operation_id) is t:
+                del self._writes[operation_id]
+            if not t.cancelled() and t.exception() is not None:
+                log.error("store_write_failed", operation_id=operation_id, error=str(t.exception()))
+
+        task.add_done_callback(_done)
+        return task
+
+    def _remember(self, op: Operation) -> None:
+        self.active[op.operation_id] = op
+        if op.idempotency_key is not None:
+            self._keys[(op.owner, op.idempotency_key)] = op.operation_id
+
+    def _replace(self, before: Operation, after: Operation) -> None:
+        assert before.operation_id == after.operation_id
+        self.active[after.operation_id] = after
+
+    def _reserve(self, worker_id: str, operation_id: str) -> None:
+        worker = self.workers[worker_id]
+        self.workers[worker_id] = replace(worker, reserved=worker.reserved | {operation_id})
+
+    def _release(self, worker_id: str, operation_id: str) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is not None and operation_id in worker.reserved:
+            self.workers[worker_id] = replace(worker, reserved=worker.reserved - {operation_id})
+        self._assigned_mono.pop(operation_id, None)
+
+    def _count_dispatch(self, op: Operation) -> None:
+        self.metrics.dispatched.labels(op.operation_type).inc()
+        if op.dispatched_at is not None:
+            wait = (op.dispatched_at - op.created_at).total_seconds()
+            self.metrics.queue_wait.labels(op.operation_type).observe(max(wait, 0.0))
+
+    def _worker(self, worker_id: str) -> Worker:
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            raise NotFound(f"no worker {worker_id}")
+        return worker
+
+    async def _by_idempotency_key(self, owner: str, key: str) -> Operation | None:
+        operation_id = self._keys.get((owner, key))
+        if operation_id is not None:
+            pending_write = self._writes.get(operation_id)
+            if pending_write is not None:  # a concurrent submit with this key: share its fate
+                await asyncio.shield(pending_write)
+            return await self.get(operation_id)
+        return await self.store.find_operation_by_key(owner, key)
+
+    def _validate(self, submission: Submission) -> dict[str, Any]:
+        if submission.operation_type in self.operation_types:
+            params = validate_params(
+                self.operation_types, submission.operation_type, submission.params
+            )
+        elif any(submission.operation_type in w.operation_types for w in self.workers.values()):
+            params = dict(submission.params)  # a plug-in type only its workers know
+        else:
+            raise InvalidRequest(
+                f"unknown operation type {submission.operation_type!r}; known: "
+                f"{', '.join(sorted(self._known_types()))}"
+            )
+        return params
+
+    def _known_types(self) -> set[str]:
+        known = set(self.operation_types)
+        for worker in self.workers.values():
+            known |= worker.operation_types
+        return known
+
+    def _retry_after_s(self) -> int:
+        horizon = time.monotonic() - 60.0
+        recent = sum(1 for t in self._finished_mono if t >= horizon)
+        if recent == 0:
+            return 5
+        return max(1, min(60, math.ceil(60.0 / recent)))
+
+    def _send_cancel(
+        self,
+        worker_id: str,
+        operation_id: str,
+        running: Iterable[tuple[str, Lease, Mapping[str, Any] | None]],
+    ) -> None:
+        worker = self.workers.get(worker_id)
+        for reported_id, lease, _ in running:
+            if worker is not None and reported_id == operation_id:
+                self._spawn(self.gateway.cancel(worker, operation_id, lease))
+
+    def _spawn_cancel(self, worker_id: str, op: Operation) -> None:
+        worker = self.workers.get(worker_id)
+        if worker is not None and op.lease is not None:
+            self._spawn(self.gateway.cancel(worker, op.operation_id, op.lease))
+
+    def _spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _request_hash(submission: Submission, params: Mapping[str, Any]) -> str:
+    body = {
+        "operation_type": submission.operation_type,
+        "params": params,
+        "priority": submission.priority,
+        "requirements": [
+            submission.requirements.gpu,
+            submission.requirements.min_memory_gb,
+            submission.requirements.worker_type,
+        ],
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()

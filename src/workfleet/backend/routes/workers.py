@@ -1,0 +1,89 @@
+from fastapi import APIRouter, Request, Response
+
+from workfleet.backend.deps import (
+    DrainCaller,
+    OrchestratorDep,
+    Reader,
+    WorkerAdmin,
+    WorkerCaller,
+)
+from workfleet.backend.orchestrator import Registration
+from workfleet.backend.sessions import SessionHub
+from workfleet.backend.views import worker_view
+from workfleet.domain.errors import NotFound
+from workfleet.domain.operations import Lease
+from workfleet.domain.workers import Capabilities
+from workfleet.protocol import RegistrationAccepted, WorkerRegistration, WorkersPage, WorkerView
+
+router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
+
+
+@router.post("/register", response_model=RegistrationAccepted)
+async def register(
+    body: WorkerRegistration, orchestrator: OrchestratorDep, _: WorkerCaller
+) -> RegistrationAccepted:
+    registration = Registration(
+        worker_id=body.worker_id,
+        worker_type=body.worker_type,
+        endpoint_url=body.endpoint_url.rstrip("/"),
+        capabilities=Capabilities(**body.capabilities.model_dump()),
+        operation_types=frozenset(body.operation_types),
+        instance_id=body.instance_id,
+        accepted_seq=body.accepted_seq,
+        running=tuple(
+            (
+                r.operation_id,
+                Lease(r.lease.attempt, r.lease.token),
+                r.progress.model_dump(mode="json", exclude_none=True) if r.progress else None,
+            )
+            for r in body.running_operations
+        ),
+    )
+    worker, stop = await orchestrator.register(registration)
+    return RegistrationAccepted(
+        worker_id=worker.worker_id, status=worker.status, stop_operations=stop
+    )
+
+
+@router.get("/{worker_id}/session", status_code=204, response_class=Response)
+async def session(
+    worker_id: str, request: Request, orchestrator: OrchestratorDep, _: WorkerCaller
+) -> Response:
+    """Held open for as long as the worker lives; 404 tells the worker to register again."""
+    if not orchestrator.worker_known(worker_id):
+        raise NotFound(f"no worker {worker_id}: register first")
+    sessions: SessionHub = request.app.state.sessions
+    await sessions.hold(worker_id, request)
+    return Response(status_code=204)
+
+
+@router.get("", response_model=WorkersPage)
+async def list_workers(orchestrator: OrchestratorDep, _: Reader) -> WorkersPage:
+    workers = sorted(orchestrator.workers.values(), key=lambda w: w.worker_id)
+    return WorkersPage(items=[worker_view(w) for w in workers])
+
+
+@router.get("/{worker_id}", response_model=WorkerView)
+async def get_worker(worker_id: str, orchestrator: OrchestratorDep, _: Reader) -> WorkerView:
+    worker = orchestrator.workers.get(worker_id)
+    if worker is None:
+        raise NotFound(f"no worker {worker_id}")
+    return worker_view(worker)
+
+
+@router.post("/{worker_id}/drain", response_model=WorkerView)
+async def drain(worker_id: str, orchestrator: OrchestratorDep, _: DrainCaller) -> WorkerView:
+    """No new operations go to the worker; running ones finish."""
+    return worker_view(await orchestrator.set_draining(worker_id, True))
+
+
+@router.post("/{worker_id}/undrain", response_model=WorkerView)
+async def undrain(worker_id: str, orchestrator: OrchestratorDep, _: WorkerAdmin) -> WorkerView:
+    return worker_view(await orchestrator.set_draining(worker_id, False))
+
+
+@router.delete("/{worker_id}", status_code=204, response_class=Response)
+async def deregister(worker_id: str, orchestrator: OrchestratorDep, _: DrainCaller) -> Response:
+    """A worker leaving on purpose (SIGTERM); what it still held is queued again."""
+    await orchestrator.deregister(worker_id)
+    return Response(status_code=204)

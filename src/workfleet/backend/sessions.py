@@ -1,0 +1,37 @@
+"""Worker sessions: each worker keeps one long request open to the backend. When its process
+dies, the kernel closes the socket and the backend learns of it at once (the fast path of
+failure detection); when the backend dies, the worker learns of it at once and re-registers."""
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import Request
+
+
+class SessionHub:
+    def __init__(self, on_drop: Callable[[str], None]) -> None:
+        self._on_drop = on_drop
+        self._closing = asyncio.Event()
+
+    def close(self) -> None:
+        """Release every held session (server shutdown): not a drop, so nothing is probed."""
+        self._closing.set()
+
+    async def hold(self, worker_id: str, request: Request) -> None:
+        disconnected = asyncio.ensure_future(_until_disconnect(request))
+        closing = asyncio.ensure_future(self._closing.wait())
+        done, pending = await asyncio.wait(
+            {disconnected, closing}, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        if disconnected in done and not self._closing.is_set():
+            self._on_drop(worker_id)
+
+
+async def _until_disconnect(request: Request) -> None:
+    while True:
+        message: dict[str, Any] = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

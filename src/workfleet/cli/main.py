@@ -1,0 +1,24 @@
+"""The `workfleet` command."""
+
+import typer
+
+from workfleet.cli import admin, operations, servers, up
+
+app = typer.Typer(
+    name="workfleet",
+    help="Run long operations on a fleet of self-registering workers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(servers.backend)
+app.command()(servers.worker)
+app.command()(up.up)
+app.add_typer(operations.submit_app, name="submit")
+app.add_typer(operations.ops_app, name="ops")
+app.add_typer(admin.workers_app, name="workers")
+app.add_typer(admin.keys_app, name="keys")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,169 @@
+"""`workfleet submit ...` and `workfleet ops ...`."""
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Literal
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from workfleet.cli.common import ApiKey, BackendUrl, DataDir, out, with_client
+from workfleet.client import Client
+from workfleet.protocol import OperationView
+
+submit_app = typer.Typer(help="Submit an operation.", no_args_is_help=True)
+ops_app = typer.Typer(help="Inspect and cancel operations.", no_args_is_help=True)
+TERMINAL = ("completed", "failed", "cancelled")
+
+
+@submit_app.command("diagnostic")
+def submit_diagnostic(
+    action: Literal["noop", "sleep", "fail", "crash", "cpu"] = typer.Option(
+        "noop", help="What to do"
+    ),
+    seconds: float = typer.Option(0.0, help="Duration of sleep / cpu"),
+    steps: int = typer.Option(1, help="Progress reports over the duration"),
+    priority: int = typer.Option(0, min=0, max=9, help="0 (lowest) to 9"),
+    wait: bool = typer.Option(False, "--wait", help="Show progress until it finishes"),
+    backend_url: str | None = BackendUrl,
+    api_key: str | None = ApiKey,
+    data_dir: Path | None = DataDir,
+) -> None:
+    """Submit a `diagnostic` operation (for trying the fleet out, tests and load runs)."""
+    params = {"action": action, "seconds": seconds, "steps": steps}
+    _submit(backend_url, api_key, data_dir, params=params, priority=priority, wait=wait)
+
+
+@with_client
+async def _submit(client: Client, *, params: dict[str, object], priority: int, wait: bool) -> None:
+    op = await client.submit("diagnostic", params, priority=priority)
+    out.print(f"submitted [bold]{op.operation_id}[/bold] ({op.status})")
+    if wait:
+        final = await follow(client, op.operation_id)
+        show(final)
+        if final.status != "completed":
+            raise typer.Exit(1)
+
+
+async def follow(client: Client, operation_id: str) -> OperationView:
+    """A progress bar until the operation is final."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=out, transient=True) as bar:
+        task = bar.add_task(operation_id, total=100)
+        while True:
+            op = await client.get(operation_id, wait_s=0.5)
+            percentage = op.progress.percentage if op.progress and op.progress.percentage else 0.0
+            bar.update(task, completed=percentage, description=f"{operation_id} {op.status}")
+            if op.status in TERMINAL:
+                return op
+            await asyncio.sleep(0.2)
+
+
+def show(op: OperationView) -> None:
+    table = Table(show_header=False, box=None)
+    for name, value in (
+        ("operation", op.operation_id),
+        ("type", op.operation_type),
+        ("status", op.status),
+        ("worker", op.worker_id or "-"),
+        ("attempt", str(op.attempt)),
+        ("owner", op.owner),
+        ("created", str(op.created_at)),
+        ("started", str(op.started_at or "-")),
+        ("finished", str(op.finished_at or "-")),
+        ("result", json.dumps(op.result) if op.result is not None else "-"),
+        ("error", f"{op.error.type}: {op.error.message}" if op.error else "-"),
+    ):
+        table.add_row(f"[bold]{name}[/bold]", value)
+    out.print(table)
+
+
+@ops_app.command("list")
+def ops_list(
+    status: list[str] = typer.Option([], "--status", help="Filter (repeatable)"),
+    operation_type: str | None = typer.Option(None, "--type", help="Filter by operation type"),
+    limit: int = typer.Option(20, min=1, max=1000),
+    backend_url: str | None = BackendUrl,
+    api_key: str | None = ApiKey,
+    data_dir: Path | None = DataDir,
+) -> None:
+    """List operations, newest first."""
+    _list(backend_url, api_key, data_dir, status=status, operation_type=operation_type, limit=limit)
+
+
+@with_client
+async def _list(
+    client: Client, *, status: list[str], operation_type: str | None, limit: int
+) -> None:
+    page = await client.list(status=status, operation_type=operation_type, limit=limit)
+    table = Table("operation", "type", "status", "worker", "progress", "created")
+    for op in page.items:
+        progress = (
+            f"{op.progress.percentage:.0f}%" if op.progress and op.progress.percentage else ""
+        )
+        table.add_row(
+            op.operation_id,
+            op.operation_type,
+            op.status,
+            op.worker_id or "",
+            progress,
+            op.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    out.print(table)
+
+
+@ops_app.command("show")
+def ops_show(
+    operation_id: str,
+    backend_url: str | None = BackendUrl,
+    api_key: str | None = ApiKey,
+    data_dir: Path | None = DataDir,
+) -> None:
+    """Show one operation."""
+    _show(backend_url, api_key, data_dir, operation_id=operation_id)
+
+
+@with_client
+async def _show(client: Client, *, operation_id: str) -> None:
+    show(await client.get(operation_id))
+
+
+@ops_app.command("cancel")
+def ops_cancel(
+    operation_id: str,
+    backend_url: str | None = BackendUrl,
+    api_key: str | None = ApiKey,
+    data_dir: Path | None = DataDir,
+) -> None:
+    """Cancel: at once if pending, else stop on its worker (killed after a grace period)."""
+    _cancel(backend_url, api_key, data_dir, operation_id=operation_id)
+
+
+@with_client
+async def _cancel(client: Client, *, operation_id: str) -> None:
+    op = await client.cancel(operation_id)
+    said = "cancelled" if op.status == "cancelled" else "cancel requested; stopping on its worker"
+    out.print(f"{operation_id}: {said}")
+
+
+@ops_app.command("watch")
+def ops_watch(
+    operation_id: str,
+    backend_url: str | None = BackendUrl,
+    api_key: str | None = ApiKey,
+    data_dir: Path | None = DataDir,
+) -> None:
+    """Follow an operation's progress until it finishes."""
+    _watch(backend_url, api_key, data_dir, operation_id=operation_id)
+
+
+@with_client
+async def _watch(client: Client, *, operation_id: str) -> None:
+    show(await follow(client, operation_id))

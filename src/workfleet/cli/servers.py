@@ -1,0 +1,162 @@
+"""`workfleet backend`, `workfleet worker`: the only place servers are started."""
+
+import asyncio
+import socket
+from pathlib import Path
+
+import typer
+
+from workfleet.backend.app import create_app
+from workfleet.cli.common import fail, given, settings_or_exit
+from workfleet.observability.logging import configure_logging
+from workfleet.serving import AppServer, bound_port, server_config
+from workfleet.settings import AuthMode, BackendSettings, LogFormat, WorkerSettings
+from workfleet.worker.app import create_worker_app, drain
+
+
+async def serve_backend(
+    settings: BackendSettings,
+    started: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    app = create_app(settings)
+
+    async def release_sessions() -> None:
+        app.state.sessions.close()
+
+    server = AppServer(
+        server_config(app, settings.host, settings.port), before_shutdown=release_sessions
+    )
+    serving = asyncio.create_task(server.serve())
+    await _until_started(server, serving)
+    if started is not None:
+        started.set()
+    if stop is not None:
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        stopping.cancel()
+    await serving
+
+
+async def serve_worker(settings: WorkerSettings) -> None:
+    app = create_worker_app(settings)
+    server = AppServer(
+        server_config(app, settings.host, settings.resolved_port()),
+        before_shutdown=lambda: drain(app, settings.shutdown_grace_s),
+    )
+    serving = asyncio.create_task(server.serve())
+    await _until_started(server, serving)
+    app.state.service.endpoint_url = settings.advertise_url or _default_url(
+        settings.host, bound_port(server)
+    )
+    app.state.endpoint_ready.set()
+    await serving
+
+
+async def _until_started(server: AppServer, serving: "asyncio.Task[None]") -> None:
+    while not server.started:
+        if serving.done():
+            serving.result()
+            fail("the server stopped during start-up (is the port already in use?)")
+        await asyncio.sleep(0.01)
+
+
+def _default_url(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - naming what was bound, not binding
+        host = socket.getfqdn()
+    return f"http://{host}:{port}"
+
+
+def backend(
+    host: str | None = typer.Option(None, help="Bind address [env WORKFLEET_HOST; 127.0.0.1]"),
+    port: int | None = typer.Option(None, help="Port [env WORKFLEET_PORT; 8000]"),
+    data_dir: Path | None = typer.Option(None, help="Data directory [env WORKFLEET_DATA_DIR]"),
+    database_url: str | None = typer.Option(
+        None, help="Database URL (default: SQLite in the data dir)"
+    ),
+    auth_mode: AuthMode | None = typer.Option(None, help="none (loopback only) or token"),
+    health_interval: float | None = typer.Option(
+        None, "--health-interval", help="Seconds between health checks [10]"
+    ),
+    health_failure_threshold: int | None = typer.Option(
+        None, help="Failed checks before unavailable [3]"
+    ),
+    worker_removal: float | None = typer.Option(
+        None, "--worker-removal", help="Seconds unavailable before removal [300]"
+    ),
+    log_format: LogFormat | None = typer.Option(None, help="json or console"),
+) -> None:
+    """Run the backend: API, registry, health monitor, scheduler."""
+    settings = settings_or_exit(
+        lambda: BackendSettings(
+            **given(
+                host=host,
+                port=port,
+                data_dir=data_dir,
+                database_url=database_url,
+                auth_mode=auth_mode,
+                health_interval_s=health_interval,
+                health_failure_threshold=health_failure_threshold,
+                worker_removal_s=worker_removal,
+                log_format=log_format,
+            )
+        )
+    )
+    settings_or_exit(lambda: settings.check_security(settings.host))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging(json=settings.log_format == "json", level=settings.log_level)
+    _warn_if_open(settings.auth_mode)
+    asyncio.run(serve_backend(settings))
+
+
+def worker(
+    worker_type: str | None = typer.Option(
+        None, "--type", help="backtesting or training [env WORKFLEET_WORKER_TYPE]"
+    ),
+    backend_url: str | None = typer.Option(None, help="Backend URL [env WORKFLEET_BACKEND_URL]"),
+    worker_id: str | None = typer.Option(
+        None, help="Worker id [env WORKFLEET_WORKER_ID; hostname-type]"
+    ),
+    slots: int | None = typer.Option(None, help="Operations run at once [env WORKFLEET_SLOTS; 1]"),
+    host: str | None = typer.Option(None, help="Bind address [127.0.0.1]"),
+    port: int | None = typer.Option(
+        None, help="Port (0 = any free port) [5003 backtesting, 5002 training]"
+    ),
+    advertise_url: str | None = typer.Option(
+        None, help="URL the backend uses to reach this worker"
+    ),
+    auth_mode: AuthMode | None = typer.Option(None, help="none (loopback only) or token"),
+    log_format: LogFormat | None = typer.Option(None, help="json or console"),
+) -> None:
+    """Run a worker: registers itself with the backend and runs what it is sent."""
+    settings = settings_or_exit(
+        lambda: WorkerSettings(
+            **given(
+                worker_type=worker_type,
+                backend_url=backend_url,
+                worker_id=worker_id,
+                slots=slots,
+                host=host,
+                port=port,
+                advertise_url=advertise_url,
+                auth_mode=auth_mode,
+                log_format=log_format,
+            )
+        )
+    )
+    settings_or_exit(lambda: settings.check_security(settings.host))
+    configure_logging(json=settings.log_format == "json", level=settings.log_level)
+    _warn_if_open(settings.auth_mode)
+    asyncio.run(serve_worker(settings))
+
+
+def _warn_if_open(mode: AuthMode) -> None:
+    if mode == "none":
+        typer.secho(
+            "WARNING: --auth-mode none: no authentication at all; loopback only. "
+            "Never use it on a shared machine.",
+            fg="red",
+            err=True,
+            bold=True,
+        )

@@ -1,0 +1,171 @@
+"""`workfleet up`: a backend and two local workers on SQLite, credentials made on first run."""
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from workfleet.backend.auth import create_key
+from workfleet.backend.orchestrator import utc_now
+from workfleet.cli.common import ADMIN_KEY_FILE, out, run
+from workfleet.cli.servers import serve_backend
+from workfleet.client import Client
+from workfleet.observability.logging import configure_logging
+from workfleet.settings import BackendSettings, ensure_private_dir
+from workfleet.store.sql import SqlStore
+
+TOKEN_FILE = "cluster.token"
+DEMO = [
+    {"action": "noop"},
+    {"action": "sleep", "seconds": 2.0, "steps": 4},
+    {"action": "cpu", "seconds": 1.0, "steps": 2},
+    {"action": "fail"},
+    {"action": "crash"},
+]
+
+
+def up(
+    data_dir: Path = typer.Option(
+        Path(".workfleet"),
+        help="Data directory [env WORKFLEET_DATA_DIR]",
+        envvar="WORKFLEET_DATA_DIR",
+    ),
+    port: int = typer.Option(8000, help="Backend port"),
+    demo: bool = typer.Option(
+        False, "--demo", help="Run a few diagnostic operations and show them"
+    ),
+    once: bool = typer.Option(False, "--once", help="Stop after start-up (and the demo)"),
+) -> None:
+    """Start a backend and two local workers (backtesting, training) on SQLite."""
+    data = ensure_private_dir(data_dir)
+    token = _secret_file(data / TOKEN_FILE, lambda: secrets.token_urlsafe(32))
+    admin_key = _secret_file(data / ADMIN_KEY_FILE, lambda: run(_first_admin_key(data)))
+    settings = BackendSettings(
+        data_dir=data,
+        port=port,
+        host="127.0.0.1",
+        auth_mode="token",
+        cluster_token=token,
+        log_format="console",
+        log_level="WARNING",
+    )
+    configure_logging(json=False, level="WARNING")
+    asyncio.run(_up(settings, token, admin_key, demo=demo, once=once))
+
+
+def _secret_file(path: Path, make: Callable[[], str]) -> str:
+    if not path.exists():
+        value = make()
+        path.touch(mode=0o600)
+        path.write_text(value + "\n")
+    return path.read_text().strip()
+
+
+
+async def _first_admin_key(data: Path) -> str:
+    store = SqlStore(f"sqlite:///{(data / 'workfleet.db').resolve()}")
+    await store.open()
+    try:
+        _, raw = await create_key(store, "admin", "admin", utc_now)
+    finally:
+        await store.close()
+    return raw
+
+
+async def _up(
+    settings: BackendSettings, token: str, admin_key: str, *, demo: bool, once: bool
+) -> None:
+    started, stop = asyncio.Event(), asyncio.Event()
+    backend = asyncio.create_task(serve_backend(settings, started, stop))
+    await started.wait()
+    url = f"http://127.0.0.1:{settings.port}"
+    workers = [
+        _start_worker(settings.data_dir, url, token, kind) for kind in ("backtesting", "training")
+    ]
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        async with Client(url, api_key=admin_key) as client:
+            await _until_registered(client, len(workers))
+            _banner(url, admin_key, settings.data_dir)
+            if demo:
+                await _demo(client)
+        if once:
+            stop.set()
+        await stop.wait()
+    finally:
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        for process in workers:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        stop.set()
+        await backend
+
+
+def _start_worker(data: Path, url: str, token: str, kind: str) -> "subprocess.Popen[bytes]":
+    logs = data / "logs"
+    logs.mkdir(exist_ok=True)
+    env = {**os.environ, "WORKFLEET_CLUSTER_TOKEN": token}
+    command = [
+        sys.executable,
+        "-m",
+        "workfleet",
+        "worker",
+        "--type",
+        kind,
+        "--port",
+        "0",
+        "--backend-url",
+        url,
+        "--worker-id",
+        f"local-{kind}",
+    ]
+    with open(logs / f"worker-{kind}.log", "ab") as log_file:
+        return subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)  # noqa: S603
+
+
+async def _until_registered(client: Client, count: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len((await client.workers()).items) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("workers did not register in time: see the data dir's logs/")
+        await asyncio.sleep(0.1)
+
+
+def _banner(url: str, admin_key: str, data: Path) -> None:
+    out.print(
+        f"[bold green]workfleet is up[/bold green] at {url} (2 local workers, SQLite in {data})"
+    )
+    out.print(f"admin key: [bold]{admin_key}[/bold]  (also in {data / ADMIN_KEY_FILE})")
+    out.print("try: workfleet submit diagnostic --action sleep --seconds 3 --steps 6 --wait")
+
+
+async def _demo(client: Client) -> None:
+    out.print("demo: running", len(DEMO), "diagnostic operations on the fleet...")
+    submitted = [await client.submit("diagnostic", params) for params in DEMO]
+    finals = await asyncio.gather(*(client.wait(op.operation_id, timeout_s=60) for op in submitted))
+    table = Table("operation", "action", "status", "worker", "seconds", "result / error")
+    for op in finals:
+        took = (op.finished_at - op.created_at).total_seconds() if op.finished_at else 0.0
+        detail = f"{op.error.type}: {op.error.message}" if op.error else str(op.result)
+        table.add_row(
+            op.operation_id,
+            str(op.params.get("action")),
+            op.status,
+            op.worker_id or "-",
+            f"{took:.2f}",
+            detail,
+        )
+    out.print(table)

@@ -1,0 +1,170 @@
+"""A typed async client of the backend API (the CLI, tests and benchmarks use it)."""
+
+import uuid
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from workfleet.protocol import (
+    KeyCreated,
+    KeysPage,
+    KeyView,
+    OperationCreate,
+    OperationsPage,
+    OperationView,
+    RequirementsModel,
+    WorkersPage,
+    WorkerView,
+)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str, retry_after: str | None = None) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class BackendUnreachable(Exception):
+    pass
+
+
+class Client:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=timeout_s,
+            trust_env=False,
+            transport=transport,
+            limits=httpx.Limits(max_connections=200),
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, *exc: type[BaseException] | BaseException | TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise BackendUnreachable(
+                f"cannot reach the backend at {self._http.base_url}: {exc}"
+            ) from exc
+        if response.is_error:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ApiError(response.status_code, str(detail), response.headers.get("Retry-After"))
+        return response
+
+    async def submit(
+        self,
+        operation_type: str,
+        params: dict[str, Any] | None = None,
+        *,
+        priority: int = 0,
+        requirements: RequirementsModel | None = None,
+        idempotency_key: str | None = None,
+    ) -> OperationView:
+        body = OperationCreate(
+            operation_type=operation_type,
+            params=params or {},
+            priority=priority,
+            requirements=requirements or RequirementsModel(),
+        )
+        key = idempotency_key or uuid.uuid4().hex  # safe to retry a submit that timed out
+        response = await self._call(
+            "POST",
+            "/api/v1/operations",
+            content=body.model_dump_json(),
+            headers={"Idempotency-Key": key, "Content-Type": "application/json"},
+        )
+        return OperationView.model_validate_json(response.content)
+
+    async def get(self, operation_id: str, *, wait_s: float = 0) -> OperationView:
+        params = {"wait": wait_s} if wait_s else None
+        response = await self._call(
+            "GET", f"/api/v1/operations/{operation_id}", params=params, timeout=wait_s + 30
+        )
+        return OperationView.model_validate_json(response.content)
+
+    async def wait(self, operation_id: str, *, timeout_s: float = 3600) -> OperationView:
+        """Until the operation is final (long polls of up to 30 s each)."""
+        remaining = timeout_s
+        while True:
+            op = await self.get(operation_id, wait_s=min(30.0, max(remaining, 0.0)))
+            if op.status in ("completed", "failed", "cancelled") or remaining <= 0:
+                return op
+            remaining -= 30.0
+
+    async def list(
+        self,
+        *,
+        status: Sequence[str] = (),
+        operation_type: str | None = None,
+        worker_id: str | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> OperationsPage:
+        params: dict[str, Any] = {"limit": limit, "status": list(status)}
+        for name, value in (
+            ("operation_type", operation_type),
+            ("worker_id", worker_id),
+            ("owner", owner),
+            ("cursor", cursor),
+        ):
+            if value is not None:
+                params[name] = value
+        response = await self._call("GET", "/api/v1/operations", params=params)
+        return OperationsPage.model_validate_json(response.content)
+
+    async def cancel(self, operation_id: str) -> OperationView:
+        response = await self._call("POST", f"/api/v1/operations/{operation_id}/cancel")
+        return OperationView.model_validate_json(response.content)
+
+    async def workers(self) -> WorkersPage:
+        return WorkersPage.model_validate_json((await self._call("GET", "/api/v1/workers")).content)
+
+    async def worker(self, worker_id: str) -> WorkerView:
+        response = await self._call("GET", f"/api/v1/workers/{worker_id}")
+        return WorkerView.model_validate_json(response.content)
+
+    async def drain(self, worker_id: str, *, undo: bool = False) -> WorkerView:
+        action = "undrain" if undo else "drain"
+        response = await self._call("POST", f"/api/v1/workers/{worker_id}/{action}")
+        return WorkerView.model_validate_json(response.content)
+
+    async def create_key(self, role: str, name: str) -> KeyCreated:
+        response = await self._call("POST", "/api/v1/keys", json={"role": role, "name": name})
+        return KeyCreated.model_validate_json(response.content)
+
+    async def keys(self) -> KeysPage:
+        return KeysPage.model_validate_json((await self._call("GET", "/api/v1/keys")).content)
+
+    async def revoke_key(self, key_id: str) -> KeyView:
+        response = await self._call("POST", f"/api/v1/keys/{key_id}/revoke")
+        return KeyView.model_validate_json(response.content)
+
+    async def metrics(self) -> str:
+        return (await self._call("GET", "/metrics")).text

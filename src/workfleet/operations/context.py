@@ -1,0 +1,20 @@
+"""What an operation sees of the world: the only interface workloads use."""
+
+from typing import Any, Protocol
+
+
+class Cancelled(Exception):
+    """Raise (or let `ctx.raise_if_cancelled()` raise) to stop after a cancel request."""
+
+
+class OperationContext(Protocol):
+    operation_id: str
+
+    def report(self, **progress: Any) -> None:
+        """Progress: percentage, message, current_step, total_steps, items_done, items_total,
+        plus any type-specific fields (epoch, loss, running P&L)."""
+
+    def cancelled(self) -> bool:
+        """True once a cancel was requested: stop soon, the process is killed after a grace."""
+
+    def raise_if_cancelled(self) -> None: ...

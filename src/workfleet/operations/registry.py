@@ -1,0 +1,71 @@
+"""The explicit table of operation types; third-party types come in through the
+`workfleet.operations` entry point group (each entry point names an OperationType)."""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Final
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from workfleet.domain.errors import InvalidRequest
+from workfleet.operations import diagnostic
+from workfleet.operations.context import OperationContext
+
+log = structlog.get_logger(__name__)
+ENTRY_POINT_GROUP = "workfleet.operations"
+
+
+@dataclass(frozen=True, slots=True)
+class OperationType:
+    name: str
+    params_model: type[BaseModel]
+    run: Callable[[Any, OperationContext], Any]
+    worker_types: frozenset[str] = frozenset()  # empty: every worker type runs it
+
+
+BUILTIN: Final[Mapping[str, OperationType]] = {
+    "diagnostic": OperationType("diagnostic", diagnostic.DiagnosticParams, diagnostic.run),
+}
+
+
+def load_operation_types() -> dict[str, OperationType]:
+    types = dict(BUILTIN)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            plugin = entry.load()
+        except Exception as exc:  # a broken plugin must not take the worker down
+            log.error("operation_type_load_failed", entry_point=entry.name, error=str(exc))
+            continue
+        if not isinstance(plugin, OperationType) or plugin.name in BUILTIN:
+            log.error("operation_type_rejected", entry_point=entry.name)
+            continue
+        types[plugin.name] = plugin
+    return types
+
+
+def types_for_worker(types: Mapping[str, OperationType], worker_type: str) -> list[str]:
+    return sorted(
+        t.name for t in types.values() if not t.worker_types or worker_type in t.worker_types
+    )
+
+
+def validate_params(
+    types: Mapping[str, OperationType], operation_type: str, params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Normalised params, or InvalidRequest naming what is wrong."""
+    found = types.get(operation_type)
+    if found is None:
+        raise InvalidRequest(
+            f"unknown operation type {operation_type!r}; known: {', '.join(sorted(types))}"
+        )
+    try:
+        model = found.params_model.model_validate(params)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise InvalidRequest(f"invalid params for {operation_type}: {problems}") from exc
+    return model.model_dump(mode="json")

@@ -1,0 +1,253 @@
+"""The wire contract: pydantic models of every request and response body.
+
+Backend and worker meet only through these models. Unknown fields are refused on requests
+(`extra="forbid"`), so a typo in a client payload is an error rather than a silent default.
+"""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workfleet.domain.operations import GpuRequirement, OperationStatus, Outcome
+from workfleet.domain.workers import WorkerStatus
+
+MAX_PRIORITY = 9
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- operations (client <-> backend) ----------------------------------------------------------
+
+
+class RequirementsModel(Request):
+    gpu: GpuRequirement = "none"
+    min_memory_gb: float = Field(0.0, ge=0)
+    worker_type: str | None = None
+
+
+class OperationCreate(Request):
+    operation_type: str = Field(min_length=1, max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(0, ge=0, le=MAX_PRIORITY, description="0 (lowest) to 9 (highest)")
+    requirements: RequirementsModel = Field(default_factory=RequirementsModel)
+
+
+class Progress(BaseModel):
+    """Common progress fields; operation types add their own (epoch, loss, running P&L...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    percentage: float | None = Field(None, ge=0, le=100)
+    message: str | None = None
+    current_step: int | None = None
+    total_steps: int | None = None
+    items_done: int | None = None
+    items_total: int | None = None
+    updated_at: datetime | None = None
+
+
+class ErrorView(BaseModel):
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+class OperationView(BaseModel):
+    operation_id: str
+    operation_type: str
+    status: OperationStatus
+    params: dict[str, Any]
+    priority: int
+    requirements: RequirementsModel
+    owner: str
+    worker_id: str | None
+    attempt: int
+    progress: Progress | None
+    result: Any
+    error: ErrorView | None
+    created_at: datetime
+    dispatched_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested_at: datetime | None
+    trace_id: str | None
+
+
+class OperationsPage(BaseModel):
+    items: list[OperationView]
+    next_cursor: str | None
+
+
+class SubmitAccepted(BaseModel):
+    operation_id: str
+    status: OperationStatus
+
+
+class LegacyStartResponse(BaseModel):
+    """Seed-compatible body of /backtests/start and /training/start."""
+
+    success: bool
+    operation_id: str
+    status: str
+    message: str
+
+
+# ---- workers (worker <-> backend) -------------------------------------------------------------
+
+
+class CapabilitiesModel(Request):
+    cores: int = Field(1, ge=1)
+    memory_gb: float = Field(1.0, ge=0)
+    gpu: bool = False
+    gpu_type: str | None = None
+    gpu_count: int = Field(0, ge=0)
+    gpu_memory_gb: float = Field(0.0, ge=0)
+    slots: int = Field(1, ge=1, le=1024)
+
+
+class LeaseModel(Request):
+    attempt: int = Field(ge=1)
+    token: str = Field(min_length=8, max_length=128)
+
+
+class RunningOperation(Request):
+    operation_id: str
+    lease: LeaseModel
+    progress: Progress | None = None
+
+
+class WorkerRegistration(Request):
+    worker_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
+    worker_type: str = Field(min_length=1, max_length=64)
+    endpoint_url: str = Field(pattern=r"^https?://")
+    capabilities: CapabilitiesModel = Field(default_factory=CapabilitiesModel)
+    operation_types: list[str]
+    instance_id: str = Field(min_length=1, max_length=64)
+    accepted_seq: int = Field(0, ge=0)
+    running_operations: list[RunningOperation] = Field(default_factory=list)
+
+
+class RegistrationAccepted(BaseModel):
+    worker_id: str
+    status: WorkerStatus
+    stop_operations: list[str] = Field(
+        description="operations the worker reported that it must stop: their lease is not current"
+    )
+
+
+class LoadView(BaseModel):
+    current_load: float
+    cpu_usage_ratio: float
+    memory_usage_ratio: float
+
+
+class WorkerView(BaseModel):
+    worker_id: str
+    worker_type: str
+    endpoint_url: str
+    status: WorkerStatus
+    capabilities: CapabilitiesModel
+    operation_types: list[str]
+    load: LoadView
+    running_operations: list[str]
+    registered_at: datetime
+    last_healthy_at: datetime | None
+    unavailable_since: datetime | None
+    consecutive_failures: int
+
+
+class WorkersPage(BaseModel):
+    items: list[WorkerView]
+
+
+class ProgressReport(Request):
+    lease: LeaseModel
+    progress: Progress | None = None
+    started_at: datetime | None = None
+
+
+class CompletionReport(Request):
+    lease: LeaseModel
+    outcome: Outcome
+    result: Any = None
+    error: ErrorView | None = None
+    started_at: datetime | None = None
+    progress: Progress | None = None
+
+
+class Ack(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+# ---- backend -> worker ------------------------------------------------------------------------
+
+
+class DispatchRequest(Request):
+    operation_id: str
+    operation_type: str
+    params: dict[str, Any]
+    lease: LeaseModel
+
+
+class DispatchAccepted(BaseModel):
+    operation_id: str
+    accepted_seq: int
+
+
+class CancelRequest(Request):
+    lease: LeaseModel | None = None
+
+
+class WorkerHealth(BaseModel):
+    healthy: bool
+    worker_id: str
+    worker_type: str
+    instance_id: str
+    worker_status: Literal["idle", "busy", "draining"]
+    current_load: float
+    active_operations: int
+    slots: int
+    accepted_seq: int
+    running: list[RunningOperation]
+    cpu_usage_ratio: float
+    memory_usage_ratio: float
+    uptime_seconds: float
+
+
+class WorkerOperationView(BaseModel):
+    operation_id: str
+    lease: LeaseModel
+    state: Literal["running", "cancelling", "finished"]
+    progress: Progress | None
+
+
+# ---- keys and misc ----------------------------------------------------------------------------
+
+
+class KeyCreate(Request):
+    role: Literal["viewer", "operator", "admin"]
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
+
+
+class KeyView(BaseModel):
+    key_id: str
+    name: str
+    role: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyView):
+    key: str = Field(description="the raw key: shown once, stored only as a hash")
+
+
+class KeysPage(BaseModel):
+    items: list[KeyView]
+
+
+class BackendHealth(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str

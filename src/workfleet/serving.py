@@ -1,0 +1,53 @@
+"""Running an app on uvicorn with a hook that runs before the listener closes (a worker drains
+there, while it still answers health checks; the backend releases held sessions there)."""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+from fastapi import FastAPI
+
+
+class AppServer(uvicorn.Server):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        before_shutdown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__(config)
+        self._before_shutdown = before_shutdown
+
+    async def shutdown(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        if self._before_shutdown is not None:
+            await self._before_shutdown()
+        await super().shutdown(sockets=sockets)  # type: ignore[arg-type]
+
+
+def server_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,  # our structlog setup owns logging
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+    )
+
+
+async def wait_started(server: uvicorn.Server, timeout_s: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not server.started:
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("server did not start")
+        await asyncio.sleep(0.01)
+
+
+def bound_port(server: uvicorn.Server) -> int:
+    for listener in server.servers:
+        for sock in listener.sockets:
+            return int(sock.getsockname()[1])
+    raise RuntimeError("server has no socket")

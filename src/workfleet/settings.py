@@ -1,0 +1,142 @@
+"""Settings for every role: flags > WORKFLEET_* environment > defaults.
+
+Only the CLI builds these (and tests, explicitly); nothing reads the environment elsewhere.
+"""
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+AuthMode = Literal["none", "token"]
+LogFormat = Literal["json", "console"]
+MIN_SECRET_BYTES = 32
+PLACEHOLDER_SECRETS = frozenset({"changeme", "secret", "password", "token", "workfleet"})
+DEFAULT_WORKER_PORTS = {"backtesting": 5003, "training": 5002}
+
+
+class ConfigurationError(ValueError):
+    """A setting is missing or unsafe; the message says which and how to fix it."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def split_secrets(raw: SecretStr | None) -> tuple[bytes, ...]:
+    if raw is None:
+        return ()
+    return tuple(
+        part.strip().encode() for part in raw.get_secret_value().split(",") if part.strip()
+    )
+
+
+class _Common(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WORKFLEET_", extra="ignore")
+
+    data_dir: Path = Path(".workfleet")
+    auth_mode: AuthMode = "token"
+    cluster_token: SecretStr | None = Field(
+        None, description="cluster secret(s), comma-separated; the first is used to call out"
+    )
+    log_format: LogFormat = "json"
+    log_level: str = "INFO"
+
+    @property
+    def cluster_secrets(self) -> tuple[bytes, ...]:
+        return split_secrets(self.cluster_token)
+
+    def check_security(self, host: str) -> None:
+        """Refuse to start with an unsafe configuration (fail closed)."""
+        if self.auth_mode == "none":
+            if not is_loopback(host):
+                raise ConfigurationError(
+                    f"--auth-mode none only binds loopback; refusing to listen on {host}"
+                )
+            return
+        secrets = self.cluster_secrets
+        if not secrets:
+            raise ConfigurationError(
+                "token mode needs a cluster secret: set WORKFLEET_CLUSTER_TOKEN "
+                '(make one with: python -c "import secrets; print(secrets.token_urlsafe(32))")'
+            )
+        for secret in secrets:
+            if len(secret) < MIN_SECRET_BYTES or secret.decode().lower() in PLACEHOLDER_SECRETS:
+                raise ConfigurationError(
+                    f"each cluster secret must be at least {MIN_SECRET_BYTES} random bytes"
+                )
+
+
+class BackendSettings(_Common):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    database_url: str | None = None
+    health_interval_s: float = Field(10.0, gt=0)
+    health_timeout_s: float = Field(5.0, gt=0)
+    health_failure_threshold: int = Field(3, ge=1)
+    health_concurrency: int = Field(64, ge=1)
+    worker_removal_s: float = Field(300.0, gt=0)
+    probe_timeout_s: float = Field(1.0, gt=0, description="check after a worker's session drops")
+    dispatch_timeout_s: float = Field(10.0, gt=0)
+    max_losses: int = Field(3, ge=1, description="lost attempts before an operation fails")
+    max_pending: int = Field(10_000, ge=1, description="queue bound; beyond it submit gets 429")
+    progress_persist_interval_s: float = Field(2.0, gt=0)
+    placement: Literal["round_robin"] = "round_robin"
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'workfleet.db').resolve()}"
+
+    @model_validator(mode="after")
+    def _timeouts_fit(self) -> Self:
+        if self.health_timeout_s > self.health_interval_s * 10:
+            raise ValueError("health_timeout_s is far above health_interval_s")
+        return self
+
+
+class WorkerSettings(_Common):
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=0, le=65535)
+    worker_id: str | None = None
+    worker_type: Literal["backtesting", "training"] = "backtesting"
+    slots: int = Field(1, ge=1, le=1024)
+    backend_url: str = "http://127.0.0.1:8000"
+    advertise_url: str | None = Field(
+        None, description="URL the backend uses to reach this worker (default: http://host:port)"
+    )
+    cancel_grace_s: float = Field(5.0, ge=0)
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    progress_report_interval_s: float = Field(0.5, gt=0)
+    register_backoff_max_s: float = Field(5.0, gt=0)
+    memory_gb: float | None = None
+    cores: int | None = None
+
+    def resolved_port(self) -> int:
+        return self.port if self.port is not None else DEFAULT_WORKER_PORTS[self.worker_type]
+
+    def resolved_worker_id(self) -> str:
+        return self.worker_id or f"{socket.gethostname()}-{self.worker_type}"
+
+
+class ClientSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WORKFLEET_", extra="ignore")
+
+    backend_url: str = "http://127.0.0.1:8000"
+    api_key: SecretStr | None = None
+    data_dir: Path = Path(".workfleet")
+
+
+def ensure_private_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path

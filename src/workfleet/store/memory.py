@@ -1,0 +1,106 @@
+"""An in-memory Store: a real implementation of the contract, for tests and throwaway runs."""
+
+from dataclasses import replace
+from datetime import datetime
+
+from workfleet.domain.errors import Conflict
+from workfleet.domain.operations import Operation
+from workfleet.domain.workers import Worker
+from workfleet.security.api_keys import ApiKey
+from workfleet.store.base import MAX_PAGE, OperationQuery
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._ops: dict[str, tuple[int, Operation]] = {}
+        self._keys_index: dict[tuple[str, str], str] = {}
+        self._workers: dict[str, Worker] = {}
+        self._api_keys: dict[str, ApiKey] = {}
+        self._seq = 0
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def add_operation(self, op: Operation) -> None:
+        if op.operation_id in self._ops:
+            raise Conflict(f"operation {op.operation_id} exists")
+        if op.idempotency_key is not None:
+            index = (op.owner, op.idempotency_key)
+            if index in self._keys_index:
+                raise Conflict("idempotency key already used")
+            self._keys_index[index] = op.operation_id
+        self._seq += 1
+        self._ops[op.operation_id] = (self._seq, op)
+
+    async def save_operation(self, op: Operation) -> None:
+        seq, _ = self._ops[op.operation_id]
+        self._ops[op.operation_id] = (seq, op)
+
+    async def get_operation(self, operation_id: str) -> Operation | None:
+        found = self._ops.get(operation_id)
+        return found[1] if found else None
+
+    async def find_operation_by_key(self, owner: str, idempotency_key: str) -> Operation | None:
+        operation_id = self._keys_index.get((owner, idempotency_key))
+        return await self.get_operation(operation_id) if operation_id else None
+
+    async def list_operations(self, query: OperationQuery) -> tuple[list[Operation], str | None]:
+        before = int(query.cursor) if query.cursor else None
+        limit = min(query.limit, MAX_PAGE)
+        rows = sorted(self._ops.values(), key=lambda row: row[0], reverse=True)
+        page: list[tuple[int, Operation]] = []
+        for seq, op in rows:
+            if before is not None and seq >= before:
+                continue
+            if _matches(op, query):
+                page.append((seq, op))
+                if len(page) > limit:
+                    break
+        more = len(page) > limit
+        page = page[:limit]
+        return [op for _, op in page], (str(page[-1][0]) if more else None)
+
+    async def unfinished_operations(self) -> list[Operation]:
+        return [
+            op for _, op in sorted(self._ops.values(), key=lambda r: r[0]) if not op.is_terminal
+        ]
+
+    async def save_worker(self, worker: Worker) -> None:
+        self._workers[worker.worker_id] = replace(worker, reserved=frozenset())
+
+    async def delete_worker(self, worker_id: str) -> None:
+        self._workers.pop(worker_id, None)
+
+    async def load_workers(self) -> list[Worker]:
+        return list(self._workers.values())
+
+    async def add_api_key(self, key: ApiKey) -> None:
+        if key.key_id in self._api_keys:
+            raise Conflict(f"key {key.key_id} exists")
+        self._api_keys[key.key_id] = key
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        return self._api_keys.get(key_id)
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        return sorted(self._api_keys.values(), key=lambda k: k.created_at)
+
+    async def revoke_api_key(self, key_id: str, *, at: datetime) -> bool:
+        key = self._api_keys.get(key_id)
+        if key is None:
+            return False
+        if key.revoked_at is None:
+            self._api_keys[key_id] = replace(key, revoked_at=at)
+        return True
+
+
+def _matches(op: Operation, query: OperationQuery) -> bool:
+    return (
+        (not query.statuses or op.status in query.statuses)
+        and (query.operation_type is None or op.operation_type == query.operation_type)
+        and (query.worker_id is None or op.worker_id == query.worker_id)
+        and (query.owner is None or op.owner == query.owner)
+    )

@@ -1,0 +1,272 @@
+"""SqlStore: SQLAlchemy Core over SQLite (WAL, synchronous=FULL) or another database.
+
+All writes go through one writer thread that batches whatever is queued into one transaction
+(group commit: one fsync for many writers) with a savepoint per write, so one failing write
+does not undo the others. SQLite write transactions start with BEGIN IMMEDIATE, so the lock is
+taken up front and "database is locked" cannot surface from a read-to-write upgrade. Reads run
+on their own connections in worker threads; WAL lets them proceed beside the writer.
+"""
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+import structlog
+
+from workfleet.domain.errors import Conflict
+from workfleet.domain.operations import TERMINAL, Operation
+from workfleet.domain.workers import Worker
+from workfleet.security.api_keys import ApiKey
+from workfleet.store import codec, migrations
+from workfleet.store.base import MAX_PAGE, OperationQuery
+from workfleet.store.tables import api_keys, operations, workers
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+MAX_BATCH = 512
+BUSY_TIMEOUT_MS = 10_000
+
+
+def _sqlite_engine(url: str, *, writer: bool) -> sa.Engine:
+    engine = sa.create_engine(url, pool_size=1 if writer else 4, max_overflow=0 if writer else 4)
+
+    @sa.event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine
+
+
+def _engine(url: str, *, writer: bool) -> sa.Engine:
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, writer=writer)
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class _Writer:
+    """One thread, one connection, group commits."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="workfleet-db-writer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    async def submit(self, work: Callable[[sa.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put((work, future, loop))
+        return await future
+
+    def _run(self) -> None:
+        with self._engine.connect() as conn:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        self._queue.put(None)  # finish this batch, then stop
+                        break
+                    batch.append(item)
+                self._commit(conn, batch)
+
+    def _commit(self, conn: sa.Connection, batch: list[Any]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with conn.begin():
+                for work, _, _ in batch:
+                    try:
+                        with conn.begin_nested():
+                            outcomes.append((True, work(conn)))
+                    except Exception as exc:  # reported to that caller alone
+                        outcomes.append((False, exc))
+        except Exception as exc:  # the commit itself failed: every write in it failed
+            log.error("store_commit_failed", error=str(exc), writes=len(batch))
+            outcomes = [(False, exc)] * len(batch)
+        for (_, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
+            loop.call_soon_threadsafe(_settle, future, ok, value)
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+class SqlStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._write_engine = _engine(url, writer=True)
+        self._read_engine = _engine(url, writer=False)
+        self._writer = _Writer(self._write_engine)
+
+    async def open(self) -> None:
+        def _migrate() -> None:
+            with self._write_engine.begin() as conn:
+                migrations.migrate(conn)
+
+        await asyncio.to_thread(_migrate)
+        self._writer.start()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._writer.stop)
+        self._write_engine.dispose()
+        self._read_engine.dispose()
+
+    async def _read(self, work: Callable[[sa.Connection], T]) -> T:
+        def _run() -> T:
+            with self._read_engine.begin() as conn:
+                return work(conn)
+
+        return await asyncio.to_thread(_run)
+
+    # ---- operations ---------------------------------------------------------------------------
+
+    async def add_operation(self, op: Operation) -> None:
+        row = codec.operation_row(op)
+
+        def _insert(conn: sa.Connection) -> None:
+            try:
+                conn.execute(operations.insert().values(**row))
+            except sa.exc.IntegrityError as exc:
+                raise Conflict("operation id or idempotency key already used") from exc
+
+        await self._writer.submit(_insert)
+
+    async def save_operation(self, op: Operation) -> None:
+        row = codec.operation_row(op)
+        statement = (
+            operations.update().where(operations.c.operation_id == op.operation_id).values(**row)
+        )
+        await self._writer.submit(lambda conn: conn.execute(statement))
+
+    async def get_operation(self, operation_id: str) -> Operation | None:
+        query = sa.select(operations).where(operations.c.operation_id == operation_id)
+        row = await self._read(lambda conn: conn.execute(query).first())
+        return codec.operation_from_row(row) if row else None
+
+    async def find_operation_by_key(self, owner: str, idempotency_key: str) -> Operation | None:
+        query = sa.select(operations).where(
+            operations.c.owner == owner, operations.c.idempotency_key == idempotency_key
+        )
+        row = await self._read(lambda conn: conn.execute(query).first())
+        return codec.operation_from_row(row) if row else None
+
+    async def list_operations(self, query: OperationQuery) -> tuple[list[Operation], str | None]:
+        limit = min(query.limit, MAX_PAGE)
+        statement = sa.select(operations).order_by(operations.c.seq.desc()).limit(limit + 1)
+        if query.cursor:
+            statement = statement.where(operations.c.seq < int(query.cursor))
+        if query.statuses:
+            statement = statement.where(operations.c.status.in_(sorted(query.statuses)))
+        for column, value in (
+            (operations.c.operation_type, query.operation_type),
+            (operations.c.worker_id, query.worker_id),
+            (operations.c.owner, query.owner),
+        ):
+            if value is not None:
+                statement = statement.where(column == value)
+        rows = await self._read(lambda conn: conn.execute(statement).all())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = str(rows[-1].seq) if more else None
+        return [codec.operation_from_row(row) for row in rows], cursor
+
+    async def unfinished_operations(self) -> list[Operation]:
+        statement = (
+            sa.select(operations)
+            .where(operations.c.status.not_in(sorted(TERMINAL)))
+            .order_by(operations.c.seq)
+        )
+        rows = await self._read(lambda conn: conn.execute(statement).all())
+        return [codec.operation_from_row(row) for row in rows]
+
+    # ---- workers ------------------------------------------------------------------------------
+
+    async def save_worker(self, worker: Worker) -> None:
+        row = codec.worker_row(worker)
+
+        def _upsert(conn: sa.Connection) -> None:
+            updated = conn.execute(
+                workers.update().where(workers.c.worker_id == worker.worker_id).values(**row)
+            )
+            if updated.rowcount == 0:
+                conn.execute(workers.insert().values(**row))
+
+        await self._writer.submit(_upsert)
+
+    async def delete_worker(self, worker_id: str) -> None:
+        statement = workers.delete().where(workers.c.worker_id == worker_id)
+        await self._writer.submit(lambda conn: conn.execute(statement))
+
+    async def load_workers(self) -> list[Worker]:
+        rows = await self._read(lambda conn: conn.execute(sa.select(workers)).all())
+        return [codec.worker_from_row(row) for row in rows]
+
+    # ---- API keys -----------------------------------------------------------------------------
+
+    async def add_api_key(self, key: ApiKey) -> None:
+        row = codec.api_key_row(key)
+
+        def _insert(conn: sa.Connection) -> None:
+            try:
+                conn.execute(api_keys.insert().values(**row))
+            except sa.exc.IntegrityError as exc:
+                raise Conflict(f"key {key.key_id} exists") from exc
+
+        await self._writer.submit(_insert)
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        query = sa.select(api_keys).where(api_keys.c.key_id == key_id)
+        row = await self._read(lambda conn: conn.execute(query).first())
+        return codec.api_key_from_row(row) if row else None
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        query = sa.select(api_keys).order_by(api_keys.c.created_at)
+        rows = await self._read(lambda conn: conn.execute(query).all())
+        return [codec.api_key_from_row(row) for row in rows]
+
+    async def revoke_api_key(self, key_id: str, *, at: datetime) -> bool:
+        def _revoke(conn: sa.Connection) -> bool:
+            found = conn.execute(
+                sa.select(api_keys.c.revoked_at).where(api_keys.c.key_id == key_id)
+            )
+            row = found.first()
+            if row is None:
+                return False
+            if row.revoked_at is None:
+                conn.execute(
+                    api_keys.update().where(api_keys.c.key_id == key_id).values(revoked_at=at)
+                )
+            return True
+
+        return await self._writer.submit(_revoke)

@@ -1,0 +1,96 @@
+"""Table definitions (SQLAlchemy Core). They describe the latest schema; migrations.py moves an
+older database to it."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+SCHEMA_VERSION = 1
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime]):
+    """Timestamps are always timezone-aware UTC in and out (SQLite would drop the zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+operations = sa.Table(
+    "operations",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("operation_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("operation_type", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("owner", sa.String(128), nullable=False),
+    sa.Column("idempotency_key", sa.String(256)),
+    sa.Column("request_hash", sa.String(64)),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("requirements", sa.JSON, nullable=False),
+    sa.Column("worker_id", sa.String(128)),
+    sa.Column("lease_attempt", sa.Integer),
+    sa.Column("lease_token", sa.String(128)),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("losses", sa.Integer, nullable=False),
+    sa.Column("accepted_seq", sa.Integer),
+    sa.Column("progress", sa.JSON),
+    sa.Column("result", sa.JSON),
+    sa.Column("error", sa.JSON),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("dispatched_at", UtcDateTime),
+    sa.Column("started_at", UtcDateTime),
+    sa.Column("finished_at", UtcDateTime),
+    sa.Column("cancel_requested_at", UtcDateTime),
+    sa.Column("trace_id", sa.String(64)),
+    sa.UniqueConstraint("owner", "idempotency_key", name="uq_operations_idempotency"),
+    sa.Index("ix_operations_status", "status"),
+    sa.Index("ix_operations_type", "operation_type"),
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("worker_id", sa.String(128), primary_key=True),
+    sa.Column("worker_type", sa.String(64), nullable=False),
+    sa.Column("endpoint_url", sa.String(512), nullable=False),
+    sa.Column("capabilities", sa.JSON, nullable=False),
+    sa.Column("operation_types", sa.JSON, nullable=False),
+    sa.Column("instance_id", sa.String(64), nullable=False),
+    sa.Column("draining", sa.Boolean, nullable=False),
+    sa.Column("registered_at", UtcDateTime, nullable=False),
+    sa.Column("last_healthy_at", UtcDateTime),
+    sa.Column("unavailable_since", UtcDateTime),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("secret_sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("revoked_at", UtcDateTime),
+)

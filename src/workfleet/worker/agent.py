@@ -1,0 +1,92 @@
+"""Self-registration and the session: register (with backoff), then hold one long request open
+to the backend. When it ends, the backend restarted, forgot us, or is unreachable: register
+again. Registration reports what runs here, so a restarted backend adopts it."""
+
+import asyncio
+import random
+from collections.abc import Callable
+
+import httpx
+import structlog
+
+from workfleet.protocol import RegistrationAccepted, WorkerRegistration
+
+log = structlog.get_logger(__name__)
+INITIAL_BACKOFF_S = 0.05
+
+
+class RegistrationRefused(Exception):
+    """The backend refused our credentials: retrying cannot help."""
+
+
+class Agent:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        registration: Callable[[], WorkerRegistration],
+        on_stop_operations: Callable[[list[str]], None],
+        backoff_max_s: float,
+    ) -> None:
+        self._client = client
+        self._registration = registration
+        self._on_stop_operations = on_stop_operations
+        self._backoff_max_s = backoff_max_s
+        self.registered = asyncio.Event()
+
+    async def run(self) -> None:
+        backoff = INITIAL_BACKOFF_S
+        while True:
+            try:
+                await self.register()
+                backoff = INITIAL_BACKOFF_S
+                await self._hold_session()
+            except httpx.HTTPError as exc:
+                log.info("backend_unreachable", error=f"{type(exc).__name__}: {exc}")
+            self.registered.clear()
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, self._backoff_max_s)
+
+    async def register(self) -> None:
+        body = self._registration()
+        response = await self._client.post(
+            "/api/v1/workers/register",
+            content=body.model_dump_json(),
+            headers={"Content-Type": "application/json"},
+        )
+        if response.status_code in (401, 403):
+            raise RegistrationRefused(
+                f"the backend refused this worker's credentials (HTTP {response.status_code}): "
+                "check WORKFLEET_CLUSTER_TOKEN"
+            )
+        response.raise_for_status()
+        accepted = RegistrationAccepted.model_validate_json(response.content)
+        if accepted.stop_operations:
+            self._on_stop_operations(accepted.stop_operations)
+        log.info(
+            "registered",
+            worker_id=body.worker_id,
+            reported=len(body.running_operations),
+            stop=len(accepted.stop_operations),
+        )
+        self.registered.set()
+
+    async def _hold_session(self) -> None:
+        worker_id = self._registration().worker_id
+        timeout = httpx.Timeout(10.0, read=None)  # held open for as long as both sides live
+        async with self._client.stream(
+            "GET", f"/api/v1/workers/{worker_id}/session", timeout=timeout
+        ) as response:
+            if response.status_code == 404:
+                log.info("backend_forgot_worker", worker_id=worker_id)
+                return
+            await response.aread()
+
+    async def deregister(self, worker_id: str) -> None:
+        response = await self._client.delete(f"/api/v1/workers/{worker_id}")
+        if response.status_code not in (204, 404):
+            response.raise_for_status()
+
+    async def announce_drain(self, worker_id: str) -> None:
+        response = await self._client.post(f"/api/v1/workers/{worker_id}/drain")
+        response.raise_for_status()

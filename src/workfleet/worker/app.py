@@ -1,0 +1,217 @@
+"""create_worker_app: the worker's HTTP server (called only by the backend), its runner and
+its agent. The CLI sets `service.endpoint_url` once the socket is bound, then the agent
+registers."""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import httpx
+import psutil
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from workfleet import __version__
+from workfleet.api_errors import map_domain_errors
+from workfleet.domain.errors import Unauthenticated
+from workfleet.observability.metrics import CONTENT_TYPE, WorkerMetrics
+from workfleet.operations.registry import load_operation_types, types_for_worker
+from workfleet.protocol import (
+    CancelRequest,
+    CapabilitiesModel,
+    DispatchAccepted,
+    DispatchRequest,
+    WorkerHealth,
+    WorkerOperationView,
+)
+from workfleet.security.tokens import auth_header, matches_any
+from workfleet.settings import WorkerSettings
+from workfleet.worker.agent import Agent
+from workfleet.worker.reporter import Reporter
+from workfleet.worker.runner import JobEvent, Runner
+from workfleet.worker.service import Identity, WorkerService
+
+log = structlog.get_logger(__name__)
+bearer = HTTPBearer(auto_error=False, description="the cluster secret: only the backend calls here")
+
+
+def _service(request: Request) -> WorkerService:
+    service: WorkerService = request.app.state.service
+    return service
+
+
+async def _backend_only(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    settings: WorkerSettings = request.app.state.settings
+    if settings.auth_mode == "none":
+        return
+    if credentials is None or not matches_any(credentials.credentials, settings.cluster_secrets):
+        raise Unauthenticated("missing or invalid credential")
+
+
+Service = Annotated[WorkerService, Depends(_service)]
+router = APIRouter(dependencies=[Depends(_backend_only)])
+public = APIRouter()
+
+
+@router.post("/api/v1/operations", status_code=202, response_model=DispatchAccepted)
+async def dispatch(body: DispatchRequest, service: Service) -> DispatchAccepted:
+    return service.accept(body)
+
+
+@router.post("/api/v1/operations/{operation_id}/cancel", status_code=202, response_class=Response)
+async def cancel(operation_id: str, body: CancelRequest, service: Service) -> Response:
+    service.cancel(operation_id, body.lease)
+    return Response(status_code=202)
+
+
+@router.get("/api/v1/operations/{operation_id}", response_model=WorkerOperationView)
+async def get_operation(operation_id: str, service: Service) -> WorkerOperationView:
+    return service.operation(operation_id)
+
+
+@router.get("/health", response_model=WorkerHealth)
+async def health(service: Service) -> WorkerHealth:
+    return service.health()
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    worker_metrics: WorkerMetrics = request.app.state.metrics
+    return Response(worker_metrics.render(), media_type=CONTENT_TYPE)
+
+
+@public.get("/livez")
+async def livez() -> dict[str, str]:
+    """Public: says only that the process answers."""
+    return {"status": "ok"}
+
+
+def identity_from(settings: WorkerSettings, operation_types: list[str]) -> Identity:
+    memory_gb = settings.memory_gb or round(psutil.virtual_memory().total / 2**30, 1)
+    return Identity(
+        worker_id=settings.resolved_worker_id(),
+        worker_type=settings.worker_type,
+        capabilities=CapabilitiesModel(
+            cores=settings.cores or psutil.cpu_count() or 1,
+            memory_gb=memory_gb,
+            slots=settings.slots,
+        ),
+        operation_types=operation_types,
+    )
+
+
+def create_worker_app(settings: WorkerSettings) -> FastAPI:
+    types = load_operation_types()
+    offered = types_for_worker(types, settings.worker_type)
+
+    def on_job_event(event: JobEvent) -> None:  # names below are bound before any job runs
+        _count(worker_metrics, event)
+        service.on_job_event(event)
+
+    runner = Runner(settings.slots, cancel_grace_s=settings.cancel_grace_s, on_event=on_job_event)
+    service = WorkerService(
+        identity_from(settings, offered), runner, {name: types[name] for name in offered}
+    )
+    worker_metrics = WorkerMetrics(service.state, service.cpu_ratio, service.memory_ratio)
+    endpoint_ready = asyncio.Event()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = httpx.AsyncClient(
+            base_url=settings.backend_url.rstrip("/"),
+            trust_env=False,
+            headers=auth_header(settings.cluster_secrets),
+            timeout=10.0,
+        )
+        service.reporter = Reporter(
+            client,
+            progress_interval_s=settings.progress_report_interval_s,
+            on_stale=service.abandon,
+        )
+        agent = Agent(
+            client,
+            registration=service.registration,
+            on_stop_operations=service.stop_operations,
+            backoff_max_s=settings.register_backoff_max_s,
+        )
+        app.state.agent = agent
+        await runner.start()
+
+        async def register_when_bound() -> None:
+            await endpoint_ready.wait()
+            await agent.run()
+
+        agent_task = asyncio.create_task(register_when_bound())
+        app.state.agent_task = agent_task
+        try:
+            yield
+        finally:
+            agent_task.cancel()
+            with contextlib.suppress(BaseException):
+                await agent_task
+            await service.reporter.close()
+            await runner.stop()
+            await client.aclose()
+
+    app = FastAPI(
+        title="workfleet worker",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    app.state.metrics = worker_metrics
+    app.state.endpoint_ready = endpoint_ready
+    app.include_router(router)
+    app.include_router(public)
+    map_domain_errors(app)
+    return app
+
+
+def _count(metrics: WorkerMetrics, event: JobEvent) -> None:
+    job = event.job
+    if event.kind == "started":
+        metrics.in_progress.inc()
+    elif event.kind == "finished":
+        if job.started_at is not None:
+            metrics.in_progress.dec()
+            metrics.duration.labels(job.operation_type).observe(
+                max(0.0, time.time() - job.started_at)
+            )
+        metrics.operations.labels(job.operation_type, event.outcome or "failed").inc()
+
+
+async def drain(app: FastAPI, grace_s: float) -> None:
+    """SIGTERM: stop accepting, let running operations finish (up to the grace), hand back the
+    rest, deliver outstanding results, deregister. Runs while the server still answers."""
+    service: WorkerService = app.state.service
+    agent: Agent | None = getattr(app.state, "agent", None)
+    service.draining = True
+    worker_id = service.identity.worker_id
+    log.info("worker_draining", worker_id=worker_id, running=len(service.runner.jobs))
+    if agent is None:
+        return
+    with contextlib.suppress(httpx.HTTPError):
+        await agent.announce_drain(worker_id)
+    deadline = asyncio.get_running_loop().time() + grace_s
+    while service.runner.jobs and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    handed = service.runner.hand_back()
+    if service.reporter is not None:
+        for job in handed:
+            service.reporter.abandon(job.operation_id)
+        await service.reporter.flush(timeout_s=5.0)
+    with contextlib.suppress(httpx.HTTPError):
+        await agent.deregister(worker_id)
+    app.state.agent_task.cancel()  # after deregistering: a dropped session would be probed
+    log.info("worker_drained", worker_id=worker_id, handed_back=len(handed))

@@ -1,0 +1,111 @@
+"""The executor process: runs one operation at a time, for as long as its worker lives.
+
+It is started once per slot and reused, so an operation starts in microseconds rather than
+paying for a new interpreter; a crash or a kill costs only this process, which the worker
+replaces. Messages to the worker: ("started", id, ts), ("progress", id, dict),
+("finished", id, outcome, result, error_or_None).
+"""
+
+import contextlib
+import ctypes
+import json
+import os
+import queue
+import signal
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from workfleet.operations.context import Cancelled
+from workfleet.operations.registry import load_operation_types
+
+PROGRESS_MIN_INTERVAL_S = 0.05
+PR_SET_PDEATHSIG = 1
+
+
+class _Context:
+    def __init__(self, operation_id: str, send: Any, cancel: threading.Event) -> None:
+        self.operation_id = operation_id
+        self._send = send
+        self._cancel = cancel
+        self._last_sent = 0.0
+        self.last_progress: dict[str, Any] | None = None
+
+    def report(self, **progress: Any) -> None:
+        self.last_progress = {k: v for k, v in progress.items() if v is not None}
+        now = time.monotonic()
+        if now - self._last_sent >= PROGRESS_MIN_INTERVAL_S:
+            self._last_sent = now
+            self._send(("progress", self.operation_id, self.last_progress))
+
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled()
+
+
+def executor_main(conn: Connection) -> None:
+    _die_with_parent()
+    types = load_operation_types()
+    cancel = threading.Event()
+    jobs: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+    current: list[str | None] = [None]
+    send_lock = threading.Lock()
+
+    def send(message: tuple[Any, ...]) -> None:
+        with send_lock:
+            conn.send(message)
+
+    def receive() -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                os._exit(0)  # the worker is gone: so is everything it ran
+            if message[0] == "run":
+                jobs.put(message)
+            elif message[0] == "cancel" and message[1] == current[0]:
+                cancel.set()
+
+    threading.Thread(target=receive, name="executor-receiver", daemon=True).start()
+    while True:
+        _, operation_id, operation_type, params = jobs.get()
+        cancel.clear()
+        current[0] = operation_id
+        send(("started", operation_id, time.time()))
+        outcome, result, error, progress = _run(
+            types, operation_type, params, _Context(operation_id, send, cancel)
+        )
+        current[0] = None
+        send(("finished", operation_id, outcome, result, error, progress))
+
+
+def _run(types: Any, operation_type: str, params: Any, ctx: _Context) -> tuple[Any, ...]:
+    try:
+        spec = types[operation_type]
+        value = spec.run(spec.params_model.model_validate(params), ctx)
+        json.dumps(value)  # the result crosses the wire as JSON: refuse anything else here
+    except Cancelled:
+        return "cancelled", None, None, ctx.last_progress
+    except BaseException as exc:
+        if ctx.cancelled():
+            return "cancelled", None, None, ctx.last_progress
+        error = {
+            "type": "exception",
+            "message": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(limit=20),
+        }
+        return "failed", None, error, ctx.last_progress
+    if ctx.cancelled():
+        return "cancelled", None, None, ctx.last_progress
+    return "completed", value, None, ctx.last_progress
+
+
+def _die_with_parent() -> None:
+    """Linux: die when the process that started us dies (it exits when the worker does)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

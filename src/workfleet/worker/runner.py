@@ -1,0 +1,233 @@
+"""The runner: a pool of executor processes, one per slot, so operations never block the
+worker's event loop, a crash costs one process, and cancel can end in a kill."""
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, Literal
+
+import structlog
+
+from workfleet.domain.operations import Lease
+from workfleet.worker.executor import executor_main
+
+log = structlog.get_logger(__name__)
+_MP = multiprocessing.get_context("forkserver")
+_MP.set_forkserver_preload(["workfleet.worker.executor"])
+
+JobState = Literal["running", "cancelling"]
+
+
+@dataclass(slots=True)
+class Job:
+    operation_id: str
+    operation_type: str
+    params: dict[str, Any]
+    lease: Lease
+    state: JobState = "running"
+    progress: dict[str, Any] | None = None
+    started_at: float | None = None
+    accepted_mono: float = field(default_factory=time.monotonic)
+    silent: bool = False  # handed back at shutdown: its end is not an outcome
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    kind: Literal["started", "progress", "finished"]
+    job: Job
+    outcome: str | None = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+
+class _Executor:
+    def __init__(
+        self,
+        on_message: Callable[["_Executor", tuple[Any, ...]], None],
+        on_exit: Callable[["_Executor", int | None], None],
+    ) -> None:
+        parent, child = _MP.Pipe()
+        self.conn: Connection = parent
+        self.process: BaseProcess = _MP.Process(target=executor_main, args=(child,), daemon=True)
+        self.process.start()
+        child.close()
+        self.job: Job | None = None
+        loop = asyncio.get_running_loop()
+
+        def read() -> None:
+            while True:
+                try:
+                    message = self.conn.recv()
+                except (EOFError, OSError):
+                    break
+                loop.call_soon_threadsafe(on_message, self, message)
+            self.process.join()
+            loop.call_soon_threadsafe(on_exit, self, self.process.exitcode)
+
+        threading.Thread(target=read, name=f"executor-{self.process.pid}", daemon=True).start()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        self.conn.send(message)
+
+    def kill(self) -> None:
+        if self.process.pid is not None and self.process.is_alive():
+            os.kill(self.process.pid, signal.SIGKILL)
+
+
+class Runner:
+    def __init__(
+        self, slots: int, *, cancel_grace_s: float, on_event: Callable[[JobEvent], None]
+    ) -> None:
+        self.slots = slots
+        self._cancel_grace_s = cancel_grace_s
+        self._on_event = on_event
+        self._executors: list[_Executor] = []
+        self.jobs: dict[str, Job] = {}
+        self._stopping = False
+
+    async def start(self) -> None:
+        for _ in range(self.slots):
+            await self._spawn()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for executor in self._executors:
+            executor.kill()
+        self._executors.clear()
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - len(self.jobs)
+
+    def run(self, job: Job) -> None:
+        """Start a job now; the caller has checked there is a free slot."""
+        if self.free_slots <= 0:
+            raise RuntimeError("no free slot")
+        self.jobs[job.operation_id] = job
+        idle = next((e for e in self._executors if e.job is None), None)
+        if idle is not None:
+            self._start_on(idle, job)
+        # else: an executor is being replaced; it takes the job when it is up
+
+    def cancel(self, operation_id: str) -> bool:
+        job = self.jobs.get(operation_id)
+        if job is None:
+            return False
+        if job.state == "running":
+            job.state = "cancelling"
+            executor = self._executor_of(operation_id)
+            if executor is None:  # not started yet: nothing to stop
+                self._finish(job, "cancelled", None, None)
+                return True
+            executor.send(("cancel", operation_id))
+            asyncio.get_running_loop().call_later(
+                self._cancel_grace_s, self._kill_if_running, operation_id
+            )
+        return True
+
+    def hand_back(self) -> list[Job]:
+        """Shutdown: stop everything still running without reporting an outcome."""
+        handed = list(self.jobs.values())
+        for job in handed:
+            job.silent = True
+            executor = self._executor_of(job.operation_id)
+            if executor is not None:
+                executor.kill()
+            else:
+                self.jobs.pop(job.operation_id, None)
+        return handed
+
+    def _kill_if_running(self, operation_id: str) -> None:
+        executor = self._executor_of(operation_id)
+        if executor is not None:
+            log.warning("operation_killed_after_grace", operation_id=operation_id)
+            executor.kill()
+
+    def _executor_of(self, operation_id: str) -> _Executor | None:
+        return next(
+            (
+                e
+                for e in self._executors
+                if e.job is not None and e.job.operation_id == operation_id
+            ),
+            None,
+        )
+
+    def _start_on(self, executor: _Executor, job: Job) -> None:
+        executor.job = job
+        executor.send(("run", job.operation_id, job.operation_type, job.params))
+
+    async def _spawn(self) -> None:
+        # Starting a process blocks briefly (a fork by the forkserver), and only happens at
+        # start-up or after a crash or kill.
+        executor = _Executor(self._on_message, self._on_exit)
+        self._executors.append(executor)
+        self._next_for(executor)
+
+    def _on_message(self, executor: _Executor, message: tuple[Any, ...]) -> None:
+        job = executor.job
+        if job is None or message[1] != job.operation_id:
+            return
+        if message[0] == "started":
+            job.started_at = message[2]
+            self._emit(JobEvent("started", job))
+        elif message[0] == "progress":
+            job.progress = message[2]
+            self._emit(JobEvent("progress", job))
+        elif message[0] == "finished":
+            _, _, outcome, result, error, progress = message
+            executor.job = None
+            job.progress = progress or job.progress
+            self._finish(job, outcome, result, error)
+            self._next_for(executor)
+
+    def _on_exit(self, executor: _Executor, exitcode: int | None) -> None:
+        if executor in self._executors:
+            self._executors.remove(executor)
+        job = executor.job
+        if job is not None:
+            if job.state == "cancelling":
+                self._finish(job, "cancelled", None, None)
+            else:
+                self._finish(job, "failed", None, _crash_error(exitcode))
+        if not self._stopping:
+            asyncio.get_running_loop().create_task(self._spawn())
+
+    def _next_for(self, executor: _Executor) -> None:
+        waiting = next(
+            (
+                j
+                for j in self.jobs.values()
+                if j.started_at is None and self._executor_of(j.operation_id) is None
+            ),
+            None,
+        )
+        if waiting is not None:
+            self._start_on(executor, waiting)
+
+    def _finish(self, job: Job, outcome: str, result: Any, error: dict[str, Any] | None) -> None:
+        self.jobs.pop(job.operation_id, None)
+        if not job.silent:
+            self._emit(JobEvent("finished", job, outcome, result, error))
+
+    def _emit(self, event: JobEvent) -> None:
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("job_event_handler_failed", operation_id=event.job.operation_id)
+
+
+def _crash_error(exitcode: int | None) -> dict[str, Any]:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        message = f"the operation's process was killed by {name}"
+    else:
+        message = f"the operation's process exited with code {exitcode}"
+    return {"type": "crashed", "message": message, "traceback": None}
