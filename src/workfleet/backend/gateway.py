@@ -1,6 +1,7 @@
 """How the backend calls workers: dispatch, cancel, health. The orchestrator sees only the
 WorkerGateway protocol; HttpWorkerGateway is the real one (one pooled httpx client)."""
 
+import contextlib
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -78,12 +79,11 @@ class HttpWorkerGateway:
     async def cancel(self, worker: Worker, operation_id: str, lease: Lease) -> None:
         body = CancelRequest(lease=LeaseModel(attempt=lease.attempt, token=lease.token))
         url = f"{worker.endpoint_url}/api/v1/operations/{operation_id}/cancel"
-        try:
+        # On failure the next health check reports the operation again and the cancel is re-sent.
+        with contextlib.suppress(httpx.HTTPError):
             await self._client.post(
                 url, content=body.model_dump_json(), headers={"Content-Type": "application/json"}
             )
-        except httpx.HTTPError:
-            pass  # the next health check reports the operation again and the cancel is re-sent
 
     async def health(self, worker: Worker, *, timeout_s: float) -> WorkerHealth:
         try:

@@ -133,11 +133,11 @@ class Orchestrator:
                 if op.cancel_requested_at is None:
                     self.queue.push(op)
                 continue
-            worker = self.workers.get(op.worker_id or "")
-            if worker is None:  # its worker is forgotten: nobody can adopt it
+            holder = self.workers.get(op.worker_id or "")
+            if holder is None:  # its worker is forgotten: nobody can adopt it
                 self._lose(op, "worker_forgotten")
                 continue
-            self._reserve(worker.worker_id, op.operation_id)
+            self._reserve(holder.worker_id, op.operation_id)
             self._assigned_mono[op.operation_id] = now_mono
         log.info("orchestrator_started", workers=len(self.workers), unfinished=len(self.active))
         self.on_work()

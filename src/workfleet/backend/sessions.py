@@ -4,7 +4,6 @@ failure detection); when the backend dies, the worker learns of it at once and r
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 from starlette.requests import Request
 
@@ -32,6 +31,6 @@ class SessionHub:
 
 async def _until_disconnect(request: Request) -> None:
     while True:
-        message: dict[str, Any] = await request.receive()
+        message = await request.receive()
         if message["type"] == "http.disconnect":
             return

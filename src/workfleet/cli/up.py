@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -22,8 +23,8 @@ from workfleet.observability.logging import configure_logging
 from workfleet.settings import BackendSettings, ensure_private_dir
 from workfleet.store.sql import SqlStore
 
-TOKEN_FILE = "cluster.token"
-DEMO = [
+TOKEN_FILE = "cluster.token"  # noqa: S105 - a file name, not a secret
+DEMO: list[dict[str, Any]] = [
     {"action": "noop"},
     {"action": "sleep", "seconds": 2.0, "steps": 4},
     {"action": "cpu", "seconds": 1.0, "steps": 2},
@@ -67,7 +68,6 @@ def _secret_file(path: Path, make: Callable[[], str]) -> str:
         path.touch(mode=0o600)
         path.write_text(value + "\n")
     return path.read_text().strip()
-
 
 
 async def _first_admin_key(data: Path) -> str:

@@ -25,7 +25,8 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
         if value is None:
             return None
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        stamp: datetime = value
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 metadata = sa.MetaData()

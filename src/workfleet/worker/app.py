@@ -203,9 +203,7 @@ async def drain(app: FastAPI, grace_s: float) -> None:
         return
     with contextlib.suppress(httpx.HTTPError):
         await agent.announce_drain(worker_id)
-    deadline = asyncio.get_running_loop().time() + grace_s
-    while service.runner.jobs and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.05)
+    await service.runner.wait_idle(grace_s)
     handed = service.runner.hand_back()
     if service.reporter is not None:
         for job in handed:

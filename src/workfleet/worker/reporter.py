@@ -75,7 +75,7 @@ class Reporter:
             return
         report.final = CompletionReport(
             lease=LeaseModel(attempt=report.lease.attempt, token=report.lease.token),
-            outcome=outcome,  # type: ignore[arg-type]
+            outcome=outcome,
             result=result,
             error=ErrorView(**error) if error else None,
             started_at=report.started_at,

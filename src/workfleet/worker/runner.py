@@ -2,6 +2,7 @@
 worker's event loop, a crash costs one process, and cancel can end in a kill."""
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -91,6 +92,8 @@ class Runner:
         self._executors: list[_Executor] = []
         self.jobs: dict[str, Job] = {}
         self._stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def start(self) -> None:
         for _ in range(self.slots):
@@ -111,6 +114,7 @@ class Runner:
         if self.free_slots <= 0:
             raise RuntimeError("no free slot")
         self.jobs[job.operation_id] = job
+        self._idle.clear()
         idle = next((e for e in self._executors if e.job is None), None)
         if idle is not None:
             self._start_on(idle, job)
@@ -131,6 +135,11 @@ class Runner:
                 self._cancel_grace_s, self._kill_if_running, operation_id
             )
         return True
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        return self._idle.is_set()
 
     def hand_back(self) -> list[Job]:
         """Shutdown: stop everything still running without reporting an outcome."""
@@ -214,6 +223,8 @@ class Runner:
 
     def _finish(self, job: Job, outcome: str, result: Any, error: dict[str, Any] | None) -> None:
         self.jobs.pop(job.operation_id, None)
+        if not self.jobs:
+            self._idle.set()
         if not job.silent:
             self._emit(JobEvent("finished", job, outcome, result, error))
 
