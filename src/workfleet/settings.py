@@ -120,6 +120,9 @@ class WorkerSettings(_Common):
     register_backoff_max_s: float = Field(5.0, gt=0)
     memory_gb: float | None = None
     cores: int | None = None
+    execution_log: Path | None = Field(
+        None, description="test runs: append a JSON line per operation start and end here"
+    )
 
     def resolved_port(self) -> int:
         return self.port if self.port is not None else DEFAULT_WORKER_PORTS[self.worker_type]

@@ -17,6 +17,7 @@ class DiagnosticParams(BaseModel):
     seconds: float = Field(0.0, ge=0, le=86_400)
     steps: int = Field(1, ge=1, le=100_000)
     payload: Any = Field(None, description="echoed back in the result")
+    ignore_cancel: bool = Field(False, description="keep going after a cancel (tests the kill)")
 
 
 class DiagnosticFailure(RuntimeError):
@@ -38,7 +39,8 @@ def _spend(params: DiagnosticParams, ctx: OperationContext, *, busy: bool) -> No
     for step in range(params.steps):
         deadline = time.monotonic() + step_s
         while (left := deadline - time.monotonic()) > 0:
-            ctx.raise_if_cancelled()
+            if not params.ignore_cancel:
+                ctx.raise_if_cancelled()
             if busy:
                 _burn(min(left, 0.05))
             else:

@@ -31,6 +31,7 @@ from workfleet.protocol import (
 from workfleet.security.tokens import auth_header, matches_any
 from workfleet.settings import WorkerSettings
 from workfleet.worker.agent import Agent
+from workfleet.worker.execution_log import ExecutionLog
 from workfleet.worker.reporter import Reporter
 from workfleet.worker.runner import JobEvent, Runner
 from workfleet.worker.service import Identity, WorkerService
@@ -120,6 +121,8 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
         identity_from(settings, offered), runner, {name: types[name] for name in offered}
     )
     worker_metrics = WorkerMetrics(service.state, service.cpu_ratio, service.memory_ratio)
+    if settings.execution_log is not None:
+        service.execution_log = ExecutionLog(settings.execution_log, service.identity.worker_id)
     endpoint_ready = asyncio.Event()
 
     @asynccontextmanager

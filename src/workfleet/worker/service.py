@@ -22,6 +22,7 @@ from workfleet.protocol import (
     WorkerOperationView,
     WorkerRegistration,
 )
+from workfleet.worker.execution_log import ExecutionLog
 from workfleet.worker.reporter import Reporter
 from workfleet.worker.runner import Job, JobEvent, Runner
 
@@ -44,6 +45,7 @@ class WorkerService:
         self.runner = runner
         self.operation_types = operation_types
         self.reporter: Reporter | None = None
+        self.execution_log: ExecutionLog | None = None
         self.instance_id = uuid.uuid4().hex
         self.endpoint_url: str | None = None
         self.draining = False
@@ -95,6 +97,10 @@ class WorkerService:
         reporter = self.reporter
         assert reporter is not None
         job = event.job
+        if self.execution_log is not None and event.kind != "progress":
+            self.execution_log.write(
+                event.kind, job.operation_id, job.lease.attempt, outcome=event.outcome
+            )
         if event.kind == "started" and job.started_at is not None:
             reporter.started(job.operation_id, job.started_at)
         elif event.kind == "progress":

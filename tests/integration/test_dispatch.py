@@ -1,0 +1,164 @@
+"""Operations dispatched through a real backend to real worker processes."""
+
+import asyncio
+
+from workfleet.client import Client
+from workfleet.harness.cluster import Cluster, wait_for
+from workfleet.harness.ledger import check
+
+
+async def test_a_noop_runs_on_a_worker_and_its_result_is_recorded(cluster: Cluster) -> None:
+    await cluster.start_worker("w1")
+    await cluster.wait_workers("w1")
+    async with cluster.client() as client:
+        op = await client.submit("diagnostic", {"action": "noop", "payload": {"x": 1}})
+        done = await client.wait(op.operation_id, timeout_s=30)
+    assert done.status == "completed"
+    assert done.result == {"action": "noop", "payload": {"x": 1}}
+    assert done.worker_id == "w1"
+    assert done.attempt == 1
+    assert done.created_at <= done.dispatched_at <= done.finished_at
+    assert done.started_at is not None
+
+
+async def test_progress_of_a_running_operation_is_visible(cluster: Cluster) -> None:
+    await cluster.start_worker("w1")
+    await cluster.wait_workers("w1")
+    async with cluster.client() as client:
+        op = await client.submit("diagnostic", {"action": "sleep", "seconds": 2, "steps": 8})
+
+        async def halfway() -> bool:
+            seen = await client.get(op.operation_id)
+            return seen.progress is not None and (seen.progress.current_step or 0) >= 2
+
+        await wait_for(halfway, timeout_s=15, what="progress reports")
+        running = await client.get(op.operation_id)
+        assert running.status == "running"
+        assert running.progress is not None and running.progress.total_steps == 8
+        done = await client.wait(op.operation_id, timeout_s=30)
+    assert done.status == "completed"
+    assert done.progress is not None and done.progress.percentage == 100.0
+
+
+async def test_a_worker_never_runs_more_than_its_slots(cluster: Cluster) -> None:
+    for name in ("w1", "w2"):
+        await cluster.start_worker(name, slots=2)
+    await cluster.wait_workers("w1", "w2")
+    async with cluster.client() as client:
+        ops = await asyncio.gather(*(
+            client.submit("diagnostic", {"action": "sleep", "seconds": 0.3}) for _ in range(16)
+        ))
+        finals = await asyncio.gather(*(client.wait(op.operation_id, timeout_s=60) for op in ops))
+    assert {op.status for op in finals} == {"completed"}
+    # overlap of [started, finished] intervals per worker never exceeds its 2 slots
+    for worker in ("w1", "w2"):
+        events = []
+        for op in finals:
+            if op.worker_id == worker:
+                events += [(op.started_at, 1), (op.finished_at, -1)]
+        running = peak = 0
+        for _, delta in sorted(events, key=lambda e: (e[0], e[1])):
+            running += delta
+            peak = max(peak, running)
+        assert 1 <= peak <= 2, f"{worker} ran {peak} at once"
+    assert check(finals, cluster.execution_logs()).valid
+
+
+async def test_round_robin_spreads_operations_over_equal_workers(cluster: Cluster) -> None:
+    names = ("w1", "w2", "w3")
+    for name in names:
+        await cluster.start_worker(name)
+    await cluster.wait_workers(*names)
+    async with cluster.client() as client:
+        finals = []
+        for _ in range(9):  # one at a time: every worker is idle at each placement
+            op = await client.submit("diagnostic", {"action": "noop"})
+            finals.append(await client.wait(op.operation_id, timeout_s=30))
+    counts = {name: sum(op.worker_id == name for op in finals) for name in names}
+    assert counts == {"w1": 3, "w2": 3, "w3": 3}
+
+
+async def test_a_resubmit_with_the_same_idempotency_key_returns_the_same_operation(
+    cluster: Cluster,
+) -> None:
+    async with cluster.client() as client:
+        first = await client.submit("diagnostic", {"action": "noop"}, idempotency_key="k-1")
+        again = await client.submit("diagnostic", {"action": "noop"}, idempotency_key="k-1")
+        assert again.operation_id == first.operation_id
+        try:
+            await client.submit("diagnostic", {"action": "fail"}, idempotency_key="k-1")
+        except Exception as exc:  # noqa: BLE001 - asserting on the type below
+            assert "Idempotency-Key" in str(exc)
+            assert getattr(exc, "status", None) == 409
+        else:
+            raise AssertionError("a different body with the same key was accepted")
+
+
+async def test_list_filters_and_paginates_every_operation_once(cluster: Cluster) -> None:
+    async with cluster.client() as client:
+        ids = {(await client.submit("diagnostic", {"action": "noop"})).operation_id
+               for _ in range(7)}
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = await client.list(limit=3, cursor=cursor, status=["pending"])
+            seen += [op.operation_id for op in page.items]
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+    assert sorted(seen) == sorted(ids)
+    assert len(seen) == len(set(seen))
+
+
+async def test_a_cancelled_pending_operation_never_runs(cluster: Cluster) -> None:
+    async with cluster.client() as client:
+        op = await client.submit("diagnostic", {"action": "noop"})
+        cancelled = await client.cancel(op.operation_id)
+        assert cancelled.status == "cancelled"
+        await cluster.start_worker("w1")
+        await cluster.wait_workers("w1")
+        later = await client.submit("diagnostic", {"action": "noop"})
+        assert (await client.wait(later.operation_id, timeout_s=30)).status == "completed"
+        assert (await client.get(op.operation_id)).status == "cancelled"
+        again = await _cancel_status(client, op.operation_id)
+    assert again == 409
+
+
+async def _cancel_status(client: Client, operation_id: str) -> int:
+    try:
+        await client.cancel(operation_id)
+    except Exception as exc:  # noqa: BLE001
+        return int(getattr(exc, "status", 0))
+    return 200
+
+
+async def test_a_running_operation_is_cancelled_cooperatively(cluster: Cluster) -> None:
+    await cluster.start_worker("w1")
+    await cluster.wait_workers("w1")
+    async with cluster.client() as client:
+        op = await client.submit("diagnostic", {"action": "sleep", "seconds": 30, "steps": 30})
+        await wait_for(lambda: _status_is(client, op.operation_id, "running"), what="running")
+        requested = await client.cancel(op.operation_id)
+        assert requested.status == "running" and requested.cancel_requested_at is not None
+        done = await client.wait(op.operation_id, timeout_s=15)
+    assert done.status == "cancelled"
+    assert (done.finished_at - requested.cancel_requested_at).total_seconds() < 5
+
+
+async def test_an_operation_ignoring_cancel_is_killed_after_the_grace(cluster: Cluster) -> None:
+    await cluster.start_worker("w1")
+    await cluster.wait_workers("w1")
+    async with cluster.client() as client:
+        op = await client.submit("diagnostic",
+                                 {"action": "sleep", "seconds": 60, "ignore_cancel": True})
+        await wait_for(lambda: _status_is(client, op.operation_id, "running"), what="running")
+        await client.cancel(op.operation_id)
+        done = await client.wait(op.operation_id, timeout_s=20)
+        assert done.status == "cancelled"
+        # the worker replaced the killed process and keeps working
+        after = await client.submit("diagnostic", {"action": "noop"})
+        assert (await client.wait(after.operation_id, timeout_s=30)).status == "completed"
+
+
+async def _status_is(client: Client, operation_id: str, status: str) -> bool:
+    return (await client.get(operation_id)).status == status
