@@ -45,9 +45,9 @@ async def test_a_worker_never_runs_more_than_its_slots(cluster: Cluster) -> None
         await cluster.start_worker(name, slots=2)
     await cluster.wait_workers("w1", "w2")
     async with cluster.client() as client:
-        ops = await asyncio.gather(*(
-            client.submit("diagnostic", {"action": "sleep", "seconds": 0.3}) for _ in range(16)
-        ))
+        ops = await asyncio.gather(
+            *(client.submit("diagnostic", {"action": "sleep", "seconds": 0.3}) for _ in range(16))
+        )
         finals = await asyncio.gather(*(client.wait(op.operation_id, timeout_s=60) for op in ops))
     assert {op.status for op in finals} == {"completed"}
     # overlap of [started, finished] intervals per worker never exceeds its 2 slots
@@ -96,8 +96,9 @@ async def test_a_resubmit_with_the_same_idempotency_key_returns_the_same_operati
 
 async def test_list_filters_and_paginates_every_operation_once(cluster: Cluster) -> None:
     async with cluster.client() as client:
-        ids = {(await client.submit("diagnostic", {"action": "noop"})).operation_id
-               for _ in range(7)}
+        ids = {
+            (await client.submit("diagnostic", {"action": "noop"})).operation_id for _ in range(7)
+        }
         seen: list[str] = []
         cursor = None
         while True:
@@ -149,8 +150,9 @@ async def test_an_operation_ignoring_cancel_is_killed_after_the_grace(cluster: C
     await cluster.start_worker("w1")
     await cluster.wait_workers("w1")
     async with cluster.client() as client:
-        op = await client.submit("diagnostic",
-                                 {"action": "sleep", "seconds": 60, "ignore_cancel": True})
+        op = await client.submit(
+            "diagnostic", {"action": "sleep", "seconds": 60, "ignore_cancel": True}
+        )
         await wait_for(lambda: _status_is(client, op.operation_id, "running"), what="running")
         await client.cancel(op.operation_id)
         done = await client.wait(op.operation_id, timeout_s=20)

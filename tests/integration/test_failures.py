@@ -17,9 +17,12 @@ async def _running_on(client: Client, operation_id: str) -> str | None:
     return op.worker_id if op.status == "running" else None
 
 
-async def _finals(client: Client, ops: list[OperationView], timeout_s: float = 60) -> list[OperationView]:
-    return list(await asyncio.gather(*(client.wait(op.operation_id, timeout_s=timeout_s)
-                                       for op in ops)))
+async def _finals(
+    client: Client, ops: list[OperationView], timeout_s: float = 60
+) -> list[OperationView]:
+    return list(
+        await asyncio.gather(*(client.wait(op.operation_id, timeout_s=timeout_s) for op in ops))
+    )
 
 
 def _metric(text: str, name: str) -> float:
@@ -38,16 +41,21 @@ async def test_operations_of_a_sigkilled_worker_run_again_elsewhere_exactly_once
     await cluster.wait_workers("victim", "spare")
     async with cluster.client() as client:
         await client.drain("spare")  # both operations go to the victim
-        ops = [await client.submit("diagnostic", {"action": "sleep", "seconds": 1.5, "steps": 3})
-               for _ in range(2)]
+        ops = [
+            await client.submit("diagnostic", {"action": "sleep", "seconds": 1.5, "steps": 3})
+            for _ in range(2)
+        ]
         for op in ops:
             await wait_for(lambda op=op: _running_on(client, op.operation_id), what="running")
         await client.drain("spare", undo=True)
         killed_at = time.monotonic()
         cluster.workers["victim"].signal(signal.SIGKILL)
         for op in ops:
-            await wait_for(lambda op=op: _rerun_on(client, op.operation_id, "spare"), timeout_s=15,
-                           what="the operation running again on the spare")
+            await wait_for(
+                lambda op=op: _rerun_on(client, op.operation_id, "spare"),
+                timeout_s=15,
+                what="the operation running again on the spare",
+            )
         failover_s = time.monotonic() - killed_at
         finals = await _finals(client, ops)
     assert all(op.status == "completed" and op.worker_id == "spare" for op in finals)
@@ -73,8 +81,11 @@ async def test_a_frozen_worker_late_result_is_rejected_and_the_rerun_stands(
         cluster.workers["frozen"].signal(signal.SIGSTOP)
         await cluster.wait_workers("frozen", status="temporarily_unavailable", timeout_s=15)
         await cluster.start_worker("healthy")
-        await wait_for(lambda: _rerun_on(client, op.operation_id, "healthy"), timeout_s=20,
-                       what="the re-dispatch")
+        await wait_for(
+            lambda: _rerun_on(client, op.operation_id, "healthy"),
+            timeout_s=20,
+            what="the re-dispatch",
+        )
         cluster.workers["frozen"].signal(signal.SIGCONT)
         final = await client.wait(op.operation_id, timeout_s=30)
 
@@ -145,8 +156,10 @@ async def test_the_backend_killed_under_load_loses_nothing_and_workers_come_back
         await cluster.start_worker(name, slots=2)
     await cluster.wait_workers(*names)
     async with cluster.client() as client:
-        ops = [await client.submit("diagnostic", {"action": "sleep", "seconds": 0.4})
-               for _ in range(30)]
+        ops = [
+            await client.submit("diagnostic", {"action": "sleep", "seconds": 0.4})
+            for _ in range(30)
+        ]
         await asyncio.sleep(0.5)  # some done, some running, some queued
         await cluster.restart_backend()
     async with cluster.client() as client:
@@ -190,5 +203,58 @@ async def test_a_worker_stopping_hands_back_what_it_cannot_finish(cluster: Clust
         await cluster.start_worker("staying")
         final = await client.wait(op.operation_id, timeout_s=30)
     assert final.status == "completed" and final.worker_id == "staying"
+    ledger = check([final], cluster.execution_logs())
+    assert ledger.valid, ledger
+
+
+async def test_a_worker_removed_after_a_long_outage_registers_again_by_itself(
+    tmp_path,  # noqa: ANN001
+) -> None:
+    fleet = Cluster(tmp_path / "removal", backend_env={"WORKFLEET_WORKER_REMOVAL_S": "1.5"})
+    try:
+        await fleet.start_backend()
+        await fleet.start_worker("sleepy")
+        await fleet.wait_workers("sleepy")
+        fleet.workers["sleepy"].signal(signal.SIGSTOP)
+        async with fleet.client() as client:
+
+            async def removed() -> bool:
+                return all(w.worker_id != "sleepy" for w in (await client.workers()).items)
+
+            await wait_for(removed, timeout_s=20, what="removal")
+            fleet.workers["sleepy"].signal(signal.SIGCONT)
+            await fleet.wait_workers("sleepy", timeout_s=20)
+            op = await client.submit("diagnostic", {"action": "noop"})
+            assert (await client.wait(op.operation_id, timeout_s=30)).worker_id == "sleepy"
+    finally:
+        await fleet.stop()
+
+
+async def test_a_worker_restarted_under_the_same_id_replaces_the_old_one(
+    cluster: Cluster,
+) -> None:
+    await cluster.start_worker("phoenix")
+    await cluster.start_worker("other")
+    await cluster.wait_workers("phoenix", "other")
+    async with cluster.client() as client:
+        await client.drain("other")
+        op = await client.submit("diagnostic", {"action": "sleep", "seconds": 30, "steps": 30})
+        await wait_for(lambda: _running_on(client, op.operation_id), what="running")
+        cluster.workers["phoenix"].signal(signal.SIGKILL)
+        cluster.workers["phoenix"].popen.wait(timeout=10)
+        await cluster.start_worker("phoenix")
+        await cluster.wait_workers("phoenix", status="busy")  # it took the re-run at once
+        workers = [w.worker_id for w in (await client.workers()).items]
+        assert workers.count("phoenix") == 1
+        await wait_for(
+            lambda: _rerun_on(client, op.operation_id, "phoenix"),
+            timeout_s=20,
+            what="the operation running on the new incarnation",
+        )
+        rerun = await client.get(op.operation_id)
+        await client.cancel(op.operation_id)
+        final = await client.wait(op.operation_id, timeout_s=20)
+    assert rerun.attempt == 2
+    assert final.status == "cancelled"
     ledger = check([final], cluster.execution_logs())
     assert ledger.valid, ledger

@@ -511,7 +511,7 @@ class OperationLifecycle(RuleBasedStateMachine):
             finish, self._lease(data), outcome, at=self._tick(dt), result=result, error=error
         )
 
-    @rule(counted=st.booleans(), max_losses=st.integers(1, 4), dt=st.floats(0, 60))
+    @rule(counted=st.booleans(), max_losses=st.integers(1, 8), dt=st.floats(0, 60))
     def do_lose(self, counted: bool, max_losses: int, dt: float) -> None:
         self._apply(
             lose_attempt, reason="lost", max_losses=max_losses, at=self._tick(dt), counted=counted

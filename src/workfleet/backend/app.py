@@ -105,6 +105,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.authenticator = Authenticator(settings.auth_mode, settings.cluster_secrets, store)
     app.state.sessions = SessionHub(on_drop=monitor.probe_soon)
+    orchestrator.on_worker_removed = app.state.sessions.end
     for router in (operations.router, workers.router, keys.router, system.router):
         app.include_router(router)
     map_domain_errors(app)

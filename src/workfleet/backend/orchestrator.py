@@ -118,6 +118,7 @@ class Orchestrator:
         self._finished_mono: deque[float] = deque(maxlen=4096)
         self._background: set[asyncio.Task[Any]] = set()
         self.on_work: Callable[[], None] = lambda: None  # the dispatcher wakes on this
+        self.on_worker_removed: Callable[[str], None] = lambda worker_id: None
         metrics.watch_workers(lambda: list(self.workers.values()))
 
     # ---- start and stop -----------------------------------------------------------------------
@@ -408,6 +409,7 @@ class Orchestrator:
             self._lose_worker_operations(worker, "worker_removed", count_loss=True)
             del self.workers[worker.worker_id]
             await self.store.delete_worker(worker.worker_id)
+            self.on_worker_removed(worker.worker_id)
             log.warning("worker_removed", worker_id=worker.worker_id)
         return [w.worker_id for w in expired]
 

@@ -12,20 +12,33 @@ class SessionHub:
     def __init__(self, on_drop: Callable[[str], None]) -> None:
         self._on_drop = on_drop
         self._closing = asyncio.Event()
+        self._ended: dict[str, asyncio.Event] = {}
 
     def close(self) -> None:
         """Release every held session (server shutdown): not a drop, so nothing is probed."""
         self._closing.set()
 
+    def end(self, worker_id: str) -> None:
+        """The backend forgot this worker (removed): end its session so it registers again."""
+        ended = self._ended.get(worker_id)
+        if ended is not None:
+            ended.set()
+
     async def hold(self, worker_id: str, request: Request) -> None:
+        ended = asyncio.Event()
+        self._ended[worker_id] = ended
         disconnected = asyncio.ensure_future(_until_disconnect(request))
-        closing = asyncio.ensure_future(self._closing.wait())
-        done, pending = await asyncio.wait(
-            {disconnected, closing}, return_when=asyncio.FIRST_COMPLETED
-        )
+        waits = {
+            disconnected,
+            asyncio.ensure_future(self._closing.wait()),
+            asyncio.ensure_future(ended.wait()),
+        }
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
-        if disconnected in done and not self._closing.is_set():
+        if self._ended.get(worker_id) is ended:
+            del self._ended[worker_id]
+        if disconnected in done and not self._closing.is_set() and not ended.is_set():
             self._on_drop(worker_id)
 
 
