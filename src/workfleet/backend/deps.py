@@ -14,7 +14,7 @@ from workfleet.domain.permissions import Action, Principal, allowed
 bearer = HTTPBearer(auto_error=False, description="an API key, or the cluster secret (workers)")
 
 
-def get_orchestrator(request: Request) -> Orchestrator:
+async def get_orchestrator(request: Request) -> Orchestrator:  # async: no threadpool hop
     orchestrator: Orchestrator = request.app.state.orchestrator
     return orchestrator
 

@@ -183,7 +183,14 @@ def lose_attempt(
     if op.lease is None or op.is_terminal:
         raise InvalidTransition(f"operation {op.operation_id}", _describe(op), "lost")
     losses = op.losses + 1 if counted else op.losses
-    cleared: dict[str, Any] = {"lease": None, "accepted_seq": None, "losses": losses}
+    # dispatched_at and started_at describe the current attempt: the next one sets them anew
+    cleared: dict[str, Any] = {
+        "lease": None,
+        "accepted_seq": None,
+        "losses": losses,
+        "dispatched_at": None,
+        "started_at": None,
+    }
     if op.cancel_requested_at is not None:
         return transition(op, "cancelled", at=at, **cleared)
     if losses >= max_losses:

@@ -40,7 +40,7 @@ log = structlog.get_logger(__name__)
 bearer = HTTPBearer(auto_error=False, description="the cluster secret: only the backend calls here")
 
 
-def _service(request: Request) -> WorkerService:
+async def _service(request: Request) -> WorkerService:  # async: no threadpool hop
     service: WorkerService = request.app.state.service
     return service
 
