@@ -2,7 +2,9 @@
 
 import asyncio
 
-from workfleet.client import Client
+import pytest
+
+from workfleet.client import ApiError, Client
 from workfleet.harness.cluster import Cluster, wait_for
 from workfleet.harness.ledger import check
 
@@ -85,13 +87,9 @@ async def test_a_resubmit_with_the_same_idempotency_key_returns_the_same_operati
         first = await client.submit("diagnostic", {"action": "noop"}, idempotency_key="k-1")
         again = await client.submit("diagnostic", {"action": "noop"}, idempotency_key="k-1")
         assert again.operation_id == first.operation_id
-        try:
+        with pytest.raises(ApiError, match="Idempotency-Key") as refused:
             await client.submit("diagnostic", {"action": "fail"}, idempotency_key="k-1")
-        except Exception as exc:  # noqa: BLE001 - asserting on the type below
-            assert "Idempotency-Key" in str(exc)
-            assert getattr(exc, "status", None) == 409
-        else:
-            raise AssertionError("a different body with the same key was accepted")
+        assert refused.value.status == 409
 
 
 async def test_list_filters_and_paginates_every_operation_once(cluster: Cluster) -> None:
@@ -128,8 +126,8 @@ async def test_a_cancelled_pending_operation_never_runs(cluster: Cluster) -> Non
 async def _cancel_status(client: Client, operation_id: str) -> int:
     try:
         await client.cancel(operation_id)
-    except Exception as exc:  # noqa: BLE001
-        return int(getattr(exc, "status", 0))
+    except ApiError as exc:
+        return exc.status
     return 200
 
 

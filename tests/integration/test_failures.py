@@ -208,7 +208,7 @@ async def test_a_worker_stopping_hands_back_what_it_cannot_finish(cluster: Clust
 
 
 async def test_a_worker_removed_after_a_long_outage_registers_again_by_itself(
-    tmp_path,  # noqa: ANN001
+    tmp_path,
 ) -> None:
     fleet = Cluster(tmp_path / "removal", backend_env={"WORKFLEET_WORKER_REMOVAL_S": "1.5"})
     try:

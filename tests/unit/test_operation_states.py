@@ -313,6 +313,12 @@ def test_lost_attempt_goes_back_to_pending_with_a_new_lease_on_the_next_assign()
     assert lease_of(again) == Lease(2, "tok-2")
 
 
+def test_lost_attempt_clears_the_timestamps_of_the_attempt() -> None:
+    op = running_op(started_at=T1)
+    lost = lose_attempt(op, reason="worker_lost", max_losses=3, at=T2)
+    assert (op.dispatched_at, lost.dispatched_at, lost.started_at) == (T1, None, None)
+
+
 def test_lost_attempt_is_dispatchable_again() -> None:
     assert lose_attempt(running_op(), reason="worker_lost", max_losses=3, at=T2).dispatchable
 

@@ -889,7 +889,7 @@ async def test_an_operation_lost_for_good_is_no_longer_queued_or_active(
 
 @pytest.mark.xfail(
     reason=(
-        "BUG: orchestrator.py _lose (lines 566-568) spawns _finish for an attempt lost for good "
+        "BUG: orchestrator.py _lose (lines 568-570) spawns _finish for an attempt lost for good "
         "but leaves the pre-loss record, lease included, in self.active until that task runs; "
         "a completion quoting the old lease in that window is accepted, so two outcomes are "
         "recorded (completed, then failed/worker_lost overwrites it)"
@@ -962,7 +962,9 @@ async def test_re_registration_of_the_same_instance_keeps_the_operation_it_repor
 ) -> None:
     await rig.register("w1")
     op = await rig.running_on("w1")
-    stop = await rig.register("w1", running=((op.operation_id, lease_of(op), None),), accepted_seq=1)
+    stop = await rig.register(
+        "w1", running=((op.operation_id, lease_of(op), None),), accepted_seq=1
+    )
     now = await rig.orch.get(op.operation_id)
     assert (stop, now.status, now.lease, rig.orch.workers["w1"].reserved) == (
         [],
@@ -1287,7 +1289,7 @@ async def test_after_a_restart_the_idempotency_key_of_an_unfinished_operation_an
 
 @pytest.mark.xfail(
     reason=(
-        "BUG: orchestrator.py start() (lines 132-135) skips an unfinished operation with no "
+        "BUG: orchestrator.py start() (lines 133-136) skips an unfinished operation with no "
         "lease and cancel_requested_at set: it is neither queued nor cancelled, so it stays "
         "pending forever. dispatch_failed persists exactly that record (unassign) before the "
         "spawned _finish persists 'cancelled', so a crash between the two writes leaves it"

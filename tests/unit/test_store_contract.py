@@ -37,7 +37,8 @@ def sqlite_url(path: Path) -> str:
 
 @pytest.fixture(params=["memory", "sql"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    made: Store = MemoryStore() if request.param == "memory" else SqlStore(sqlite_url(tmp_path / "wf.db"))
+    url = sqlite_url(tmp_path / "wf.db")
+    made: Store = MemoryStore() if request.param == "memory" else SqlStore(url)
     await made.open()
     yield made
     await made.close()
@@ -566,11 +567,12 @@ async def test_sql_store_data_survives_close_and_reopen(tmp_path: Path) -> None:
 async def test_sql_store_reads_a_non_utc_timestamp_back_as_the_same_instant_in_utc(
     sql_store: SqlStore,
 ) -> None:
-    paris = timezone(timedelta(hours=1))
-    await sql_store.add_operation(make_op("op_1", created_at=datetime(2026, 3, 1, 13, tzinfo=paris)))
+    one_pm_in_paris = datetime(2026, 3, 1, 13, tzinfo=timezone(timedelta(hours=1)))
+    await sql_store.add_operation(make_op("op_1", created_at=one_pm_in_paris))
     found = await sql_store.get_operation("op_1")
     assert found is not None
-    assert (found.created_at, found.created_at.tzinfo) == (datetime(2026, 3, 1, 12, tzinfo=UTC), UTC)
+    noon_utc = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    assert (found.created_at, found.created_at.tzinfo) == (noon_utc, UTC)
 
 
 async def test_sql_store_refuses_a_naive_timestamp(sql_store: SqlStore) -> None:
