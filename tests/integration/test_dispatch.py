@@ -2,10 +2,11 @@
 
 import asyncio
 
+import httpx
 import pytest
 
 from workfleet.client import ApiError, Client
-from workfleet.harness.cluster import Cluster, wait_for
+from workfleet.harness.cluster import Cluster, free_port, wait_for
 from workfleet.harness.ledger import check
 
 
@@ -162,3 +163,32 @@ async def test_an_operation_ignoring_cancel_is_killed_after_the_grace(cluster: C
 
 async def _status_is(client: Client, operation_id: str, status: str) -> bool:
     return (await client.get(operation_id)).status == status
+
+
+async def test_a_failed_dispatch_is_retried_on_another_worker(cluster: Cluster) -> None:
+    """A registered worker that is not there (nothing listens at its address) gets the first
+    dispatch, as the least recently used; the operation then runs on the real worker."""
+    await cluster.start_worker("real")
+    await cluster.wait_workers("real")
+    ghost = {
+        "worker_id": "ghost",
+        "worker_type": "backtesting",
+        "instance_id": "g",
+        "endpoint_url": f"http://127.0.0.1:{free_port()}",
+        "operation_types": ["diagnostic"],
+    }
+    async with httpx.AsyncClient(trust_env=False) as http:
+        registered = await http.post(
+            f"{cluster.url}/api/v1/workers/register",
+            json=ghost,
+            headers={"Authorization": f"Bearer {cluster.token}"},
+        )
+        assert registered.status_code == 200
+    async with cluster.client() as client:
+        op = await client.submit("diagnostic", {"action": "noop"})
+        done = await client.wait(op.operation_id, timeout_s=30)
+        ghost_view = await client.worker("ghost")
+        metrics = await client.metrics()
+    assert done.status == "completed" and done.worker_id == "real"
+    assert ghost_view.status == "temporarily_unavailable"
+    assert 'workfleet_operation_dispatch_failures_total{reason="unreachable"} 1.0' in metrics

@@ -42,6 +42,7 @@ from workfleet.store.base import OperationQuery, Store
 
 log = structlog.get_logger(__name__)
 RECENT_TERMINAL = 1000
+REFUSAL_COOLDOWN_S = 1.0  # a worker that refused a dispatch is skipped this long
 
 
 def utc_now() -> datetime:
@@ -116,6 +117,7 @@ class Orchestrator:
         self._assigned_mono: dict[str, float] = {}
         self._dirty_progress: set[str] = set()
         self._finished_mono: deque[float] = deque(maxlen=4096)
+        self._refused_until: dict[str, float] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self.on_work: Callable[[], None] = lambda: None  # the dispatcher wakes on this
         self.on_worker_removed: Callable[[str], None] = lambda worker_id: None
@@ -408,6 +410,7 @@ class Orchestrator:
         for worker in expired:
             self._lose_worker_operations(worker, "worker_removed", count_loss=True)
             del self.workers[worker.worker_id]
+            self._refused_until.pop(worker.worker_id, None)
             await self.store.delete_worker(worker.worker_id)
             self.on_worker_removed(worker.worker_id)
             log.warning("worker_removed", worker_id=worker.worker_id)
@@ -419,7 +422,10 @@ class Orchestrator:
         """Take the highest-priority operation some worker can run now and reserve its slot."""
         now = self.clock()
         best: tuple[tuple[int, int], Any, Worker] | None = None
-        workers = list(self.workers.values())
+        now_mono = time.monotonic()
+        workers = [
+            w for w in self.workers.values() if self._refused_until.get(w.worker_id, 0) <= now_mono
+        ]
         for key, operation_id, sort_key in self.queue.heads():
             op = self.active.get(operation_id)
             if op is None or not op.dispatchable:
@@ -462,6 +468,9 @@ class Orchestrator:
             return
         self.metrics.dispatch_failures.labels(reason).inc()
         worker_id = op.worker_id or ""
+        if reason == "refused":  # our view of it is stale (full, draining): leave it alone a bit
+            self._refused_until[worker_id] = time.monotonic() + REFUSAL_COOLDOWN_S
+            asyncio.get_running_loop().call_later(REFUSAL_COOLDOWN_S, self.on_work)
         if certain and op.status == "pending":
             self._release(worker_id, operation_id)
             freed = ops_domain.unassign(op)
