@@ -11,7 +11,10 @@ from workfleet.protocol import (
     KeyCreated,
     KeysPage,
     KeyView,
+    OperationBatchCreate,
+    OperationBatchItem,
     OperationCreate,
+    OperationsAccepted,
     OperationsPage,
     OperationView,
     RequirementsModel,
@@ -100,6 +103,28 @@ class Client:
             headers={"Idempotency-Key": key, "Content-Type": "application/json"},
         )
         return OperationView.model_validate_json(response.content)
+
+    async def submit_many(
+        self, operations: Sequence[tuple[str, dict[str, Any]]], *, chunk: int = 500
+    ) -> list[OperationView]:
+        """Submit (operation_type, params) pairs in batches of `chunk` per request."""
+        accepted: list[OperationView] = []
+        for start in range(0, len(operations), chunk):
+            items = [
+                OperationBatchItem(
+                    operation_type=kind, params=params, idempotency_key=uuid.uuid4().hex
+                )
+                for kind, params in operations[start : start + chunk]
+            ]
+            body = OperationBatchCreate(operations=items)
+            response = await self._call(
+                "POST",
+                "/api/v1/operations/batch",
+                content=body.model_dump_json(),
+                headers={"Content-Type": "application/json"},
+            )
+            accepted += OperationsAccepted.model_validate_json(response.content).items
+        return accepted
 
     async def get(self, operation_id: str, *, wait_s: float = 0) -> OperationView:
         params = {"wait": wait_s} if wait_s else None

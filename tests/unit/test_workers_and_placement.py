@@ -195,13 +195,13 @@ def test_round_robin_is_the_registered_policy_name() -> None:
 
 
 def test_round_robin_picks_the_least_recently_dispatched_worker() -> None:
-    recent = make_worker("a", last_dispatched_at=at(50))
-    older = make_worker("b", last_dispatched_at=at(10))
+    recent = make_worker("a", last_dispatch_seq=50)
+    older = make_worker("b", last_dispatch_seq=10)
     assert picked(make_op(), recent, older) == "b"
 
 
 def test_round_robin_picks_a_never_dispatched_worker_first() -> None:
-    used = make_worker("a", last_dispatched_at=at(1))
+    used = make_worker("a", last_dispatch_seq=1)
     fresh = make_worker("z")
     assert picked(make_op(), used, fresh) == "z"
 
@@ -212,33 +212,33 @@ def test_round_robin_breaks_ties_by_worker_id() -> None:
 
 def test_round_robin_skips_a_busy_worker() -> None:
     busy = make_worker("a", reserved=frozenset({"op_x"}))
-    assert picked(make_op(), busy, make_worker("b", last_dispatched_at=at(5))) == "b"
+    assert picked(make_op(), busy, make_worker("b", last_dispatch_seq=5)) == "b"
 
 
 def test_round_robin_skips_a_draining_worker() -> None:
     draining = make_worker("a", draining=True)
-    assert picked(make_op(), draining, make_worker("b", last_dispatched_at=at(5))) == "b"
+    assert picked(make_op(), draining, make_worker("b", last_dispatch_seq=5)) == "b"
 
 
 def test_round_robin_skips_an_unavailable_worker() -> None:
     down = make_worker("a", unavailable_since=T0)
-    assert picked(make_op(), down, make_worker("b", last_dispatched_at=at(5))) == "b"
+    assert picked(make_op(), down, make_worker("b", last_dispatch_seq=5)) == "b"
 
 
 def test_round_robin_skips_a_worker_that_does_not_run_the_operation_type() -> None:
     other = make_worker("a", types=frozenset({"training"}))
-    assert picked(make_op(), other, make_worker("b", last_dispatched_at=at(5))) == "b"
+    assert picked(make_op(), other, make_worker("b", last_dispatch_seq=5)) == "b"
 
 
 def test_round_robin_honours_a_worker_type_requirement() -> None:
     cpu = make_worker("a", worker_type="cpu")
-    box = make_worker("b", worker_type="gpu-box", last_dispatched_at=at(5))
+    box = make_worker("b", worker_type="gpu-box", last_dispatch_seq=5)
     assert picked(make_op(worker_type="gpu-box"), cpu, box) == "b"
 
 
 def test_round_robin_gives_a_gpu_required_operation_only_to_a_gpu_worker() -> None:
     cpu = make_worker("a")
-    gpu = make_worker("b", gpu=True, last_dispatched_at=at(5))
+    gpu = make_worker("b", gpu=True, last_dispatch_seq=5)
     assert picked(make_op(gpu="required"), cpu, gpu) == "b"
 
 
@@ -248,7 +248,7 @@ def test_round_robin_finds_nobody_for_a_gpu_required_operation_without_gpu_worke
 
 def test_round_robin_skips_a_worker_with_less_memory_than_required() -> None:
     small = make_worker("a", memory_gb=4.0)
-    large = make_worker("b", memory_gb=16.0, last_dispatched_at=at(5))
+    large = make_worker("b", memory_gb=16.0, last_dispatch_seq=5)
     assert picked(make_op(min_memory_gb=8.0), small, large) == "b"
 
 
@@ -258,12 +258,12 @@ def test_round_robin_accepts_a_worker_with_exactly_the_required_memory() -> None
 
 def test_gpu_preferred_picks_a_free_gpu_worker_over_a_less_recently_used_cpu_worker() -> None:
     cpu = make_worker("a")  # never used: first choice if GPU were not preferred
-    gpu = make_worker("b", gpu=True, last_dispatched_at=at(500))
+    gpu = make_worker("b", gpu=True, last_dispatch_seq=500)
     assert picked(make_op(gpu="preferred"), cpu, gpu) == "b"
 
 
 def test_gpu_preferred_falls_back_to_a_cpu_worker_when_no_gpu_worker_is_free() -> None:
-    cpu = make_worker("a", last_dispatched_at=at(500))
+    cpu = make_worker("a", last_dispatch_seq=500)
     gpu = make_worker("b", gpu=True, reserved=frozenset({"op_x"}))
     assert picked(make_op(gpu="preferred"), cpu, gpu) == "a"
 

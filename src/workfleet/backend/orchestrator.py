@@ -8,6 +8,7 @@ change of one operation is persisted in order (one chain of writes per operation
 
 import asyncio
 import hashlib
+import itertools
 import json
 import math
 import secrets
@@ -118,6 +119,7 @@ class Orchestrator:
         self._dirty_progress: set[str] = set()
         self._finished_mono: deque[float] = deque(maxlen=4096)
         self._refused_until: dict[str, float] = {}
+        self._dispatch_seq = itertools.count(1)
         self._background: set[asyncio.Task[Any]] = set()
         self.on_work: Callable[[], None] = lambda: None  # the dispatcher wakes on this
         self.on_worker_removed: Callable[[str], None] = lambda worker_id: None
@@ -135,6 +137,8 @@ class Orchestrator:
             if op.lease is None:
                 if op.cancel_requested_at is None:
                     self.queue.push(op)
+                else:  # its cancel was requested and no attempt is out: it ends here
+                    self._finish(ops_domain.transition(op, "cancelled", at=self.clock()))
                 continue
             holder = self.workers.get(op.worker_id or "")
             if holder is None:  # its worker is forgotten: nobody can adopt it
@@ -201,6 +205,23 @@ class Orchestrator:
             operation_type=op.operation_type,
         )
         return op, True
+
+    async def submit_many(
+        self, submissions: list[tuple[Submission, str | None]], *, owner: str
+    ) -> list[Operation]:
+        """All or nothing on validation and queue room; each then accepted as by submit()."""
+        for index, (submission, _) in enumerate(submissions):
+            try:
+                self._validate(submission)
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"operations[{index}]: {exc}") from exc
+        if len(self.queue) + len(submissions) > self.config.max_pending:
+            self.metrics.rejected_submits.labels("queue_full").inc()
+            raise QueueFull(len(self.queue), self._retry_after_s())
+        accepted = await asyncio.gather(
+            *(self.submit(s, owner=owner, idempotency_key=key) for s, key in submissions)
+        )
+        return [op for op, _ in accepted]
 
     async def get(self, operation_id: str) -> Operation:
         found = self.active.get(operation_id) or self._recent.get(operation_id)
@@ -333,7 +354,7 @@ class Orchestrator:
             registered_at=existing.registered_at if existing else now,
             last_healthy_at=now,
             draining=existing.draining if existing else False,
-            last_dispatched_at=existing.last_dispatched_at if existing else None,
+            last_dispatch_seq=existing.last_dispatch_seq if existing else 0,
             reserved=existing.reserved if existing else frozenset(),
         )
         self.workers[reg.worker_id] = worker
@@ -444,7 +465,7 @@ class Orchestrator:
         self._replace(op, assigned)
         self._reserve(worker.worker_id, op.operation_id)
         self.workers[worker.worker_id] = replace(
-            self.workers[worker.worker_id], last_dispatched_at=now
+            self.workers[worker.worker_id], last_dispatch_seq=next(self._dispatch_seq)
         )
         self._assigned_mono[op.operation_id] = time.monotonic()
         self._persist(assigned)
@@ -477,9 +498,7 @@ class Orchestrator:
             self._replace(op, freed)
             self._persist(freed)
             if freed.cancel_requested_at is not None:
-                self._spawn(
-                    self._finish(ops_domain.transition(freed, "cancelled", at=self.clock()))
-                )
+                self._finish(ops_domain.transition(freed, "cancelled", at=self.clock()))
             else:
                 self.queue.push(freed)
         else:
@@ -575,15 +594,16 @@ class Orchestrator:
             outcome=lost.status,
         )
         if lost.is_terminal:
-            self._spawn(self._finish(lost))
+            self._finish(lost)
             return
         self._replace(op, lost)
         self._persist(lost)
         self.queue.push(lost)
         self.on_work()
 
-    async def _finish(self, op: Operation) -> None:
-        """Record a terminal state: release, persist durably, wake waiters and the dispatcher."""
+    def _finish(self, op: Operation) -> "asyncio.Task[None]":
+        """Record a terminal state now (so no later report can land on the old record), then
+        persist it; the returned task ends once it is durable and waiters are told."""
         self._release(op.worker_id or "", op.operation_id)
         self.active.pop(op.operation_id, None)
         self._assigned_mono.pop(op.operation_id, None)
@@ -594,7 +614,13 @@ class Orchestrator:
         while len(self._recent) > RECENT_TERMINAL:
             self._recent.popitem(last=False)
         self.on_work()
-        await self._persist(op)
+        task = asyncio.get_running_loop().create_task(self._finished(op, self._persist(op)))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _finished(self, op: Operation, persisted: "asyncio.Task[None]") -> None:
+        await persisted
         self._finished_mono.append(time.monotonic())
         self.metrics.completed.labels(op.operation_type, op.status).inc()
         log.info(

@@ -34,10 +34,9 @@ def round_robin(op: Operation, workers: Iterable[Worker], now: datetime) -> Work
     return min(candidates, key=_least_recently_used, default=None)
 
 
-def _least_recently_used(worker: Worker) -> tuple[bool, datetime | None, str]:
-    # Never-used workers first, then the one idle longest; the id makes ties deterministic.
-    used = worker.last_dispatched_at
-    return (used is not None, used, worker.worker_id)
+def _least_recently_used(worker: Worker) -> tuple[int, str]:
+    # A dispatch sequence, not a clock: two placements in the same clock tick still rotate.
+    return (worker.last_dispatch_seq, worker.worker_id)
 
 
 POLICIES: Final[dict[str, PlacementPolicy]] = {"round_robin": round_robin}

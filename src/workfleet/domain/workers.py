@@ -50,7 +50,7 @@ class Worker:
     unavailable_since: datetime | None = None
     consecutive_failures: int = 0
     draining: bool = False
-    last_dispatched_at: datetime | None = None
+    last_dispatch_seq: int = 0  # order of the last dispatch here (0: never); round robin uses it
     load: Load = field(default_factory=Load)
     reserved: frozenset[str] = frozenset()  # operation ids holding a slot here
 

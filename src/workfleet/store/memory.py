@@ -2,11 +2,13 @@
 
 from dataclasses import replace
 from datetime import datetime
+from types import SimpleNamespace
 
-from workfleet.domain.errors import Conflict
+from workfleet.domain.errors import Conflict, NotFound
 from workfleet.domain.operations import Operation
 from workfleet.domain.workers import Worker
 from workfleet.security.api_keys import ApiKey
+from workfleet.store import codec
 from workfleet.store.base import MAX_PAGE, OperationQuery
 
 
@@ -36,6 +38,8 @@ class MemoryStore:
         self._ops[op.operation_id] = (self._seq, op)
 
     async def save_operation(self, op: Operation) -> None:
+        if op.operation_id not in self._ops:
+            raise NotFound(f"no operation {op.operation_id}")
         seq, _ = self._ops[op.operation_id]
         self._ops[op.operation_id] = (seq, op)
 
@@ -69,7 +73,9 @@ class MemoryStore:
         ]
 
     async def save_worker(self, worker: Worker) -> None:
-        self._workers[worker.worker_id] = replace(worker, reserved=frozenset())
+        # keep exactly what SqlStore keeps (a worker's live counters are not stored)
+        row = SimpleNamespace(**codec.worker_row(worker))
+        self._workers[worker.worker_id] = codec.worker_from_row(row)
 
     async def delete_worker(self, worker_id: str) -> None:
         self._workers.pop(worker_id, None)

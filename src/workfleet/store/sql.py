@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 import structlog
 
-from workfleet.domain.errors import Conflict
+from workfleet.domain.errors import Conflict, NotFound
 from workfleet.domain.operations import TERMINAL, Operation
 from workfleet.domain.workers import Worker
 from workfleet.security.api_keys import ApiKey
@@ -167,7 +167,12 @@ class SqlStore:
         statement = (
             operations.update().where(operations.c.operation_id == op.operation_id).values(**row)
         )
-        await self._writer.submit(lambda conn: conn.execute(statement))
+
+        def _update(conn: sa.Connection) -> None:
+            if conn.execute(statement).rowcount == 0:
+                raise NotFound(f"no operation {op.operation_id}")
+
+        await self._writer.submit(_update)
 
     async def get_operation(self, operation_id: str) -> Operation | None:
         query = sa.select(operations).where(operations.c.operation_id == operation_id)

@@ -10,7 +10,9 @@ from workfleet.protocol import (
     Ack,
     CompletionReport,
     LegacyStartResponse,
+    OperationBatchCreate,
     OperationCreate,
+    OperationsAccepted,
     OperationsPage,
     OperationView,
     ProgressReport,
@@ -29,18 +31,31 @@ async def submit(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> OperationView:
-    submission = Submission(
+    op, created = await orchestrator.submit(
+        _submission(body), owner=caller.name, idempotency_key=idempotency_key
+    )
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return operation_view(op)
+
+
+@router.post("/operations/batch", status_code=202, response_model=OperationsAccepted)
+async def submit_batch(
+    body: OperationBatchCreate, orchestrator: OrchestratorDep, caller: Submitter
+) -> OperationsAccepted:
+    """Many submits in one request: validated all or nothing, then each accepted durably."""
+    submissions = [(_submission(item), item.idempotency_key) for item in body.operations]
+    ops = await orchestrator.submit_many(submissions, owner=caller.name)
+    return OperationsAccepted(items=[operation_view(op) for op in ops])
+
+
+def _submission(body: OperationCreate) -> Submission:
+    return Submission(
         operation_type=body.operation_type,
         params=body.params,
         priority=body.priority,
         requirements=Requirements(**body.requirements.model_dump()),
     )
-    op, created = await orchestrator.submit(
-        submission, owner=caller.name, idempotency_key=idempotency_key
-    )
-    if not created:
-        response.headers["Idempotent-Replayed"] = "true"
-    return operation_view(op)
 
 
 @router.get("/operations", response_model=OperationsPage)
