@@ -185,6 +185,31 @@ class CompletionReport(Request):
     progress: Progress | None = None
 
 
+class ReportItem(Request):
+    """One operation's news: progress, or (with `outcome`) its final result."""
+
+    operation_id: str
+    lease: LeaseModel
+    progress: Progress | None = None
+    started_at: datetime | None = None
+    outcome: Outcome | None = None
+    result: Any = None
+    error: ErrorView | None = None
+
+
+class ReportBatch(Request):
+    reports: list[ReportItem] = Field(min_length=1, max_length=1000)
+
+
+class ReportOutcome(BaseModel):
+    operation_id: str
+    status: int = Field(description="200 recorded, 404 unknown operation, 409 stale lease")
+
+
+class ReportResults(BaseModel):
+    results: list[ReportOutcome]
+
+
 class Ack(BaseModel):
     status: Literal["ok"] = "ok"
 
@@ -202,6 +227,21 @@ class DispatchRequest(Request):
 class DispatchAccepted(BaseModel):
     operation_id: str
     accepted_seq: int
+
+
+class DispatchBatch(Request):
+    operations: list[DispatchRequest] = Field(min_length=1, max_length=1024)
+
+
+class DispatchOutcome(BaseModel):
+    operation_id: str
+    status: int = Field(description="202 accepted, else the status a single dispatch would get")
+    accepted_seq: int | None = None
+    detail: str | None = None
+
+
+class DispatchResults(BaseModel):
+    results: list[DispatchOutcome]
 
 
 class CancelRequest(Request):

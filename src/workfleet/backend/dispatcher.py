@@ -30,33 +30,47 @@ class Dispatcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            by_worker: dict[str, list[tuple[Operation, Worker]]] = {}
             while (assignment := self._orchestrator.next_assignment()) is not None:
-                task = asyncio.create_task(self._send(*assignment))
+                by_worker.setdefault(assignment[1].worker_id, []).append(assignment)
+            for group in by_worker.values():
+                task = asyncio.create_task(self._send(group))
                 self._sends.add(task)
                 task.add_done_callback(self._sends.discard)
 
-    async def _send(self, op: Operation, worker: Worker) -> None:
-        assert op.lease is not None
-        request = DispatchRequest(
-            operation_id=op.operation_id,
-            operation_type=op.operation_type,
-            params=dict(op.params),
-            lease=LeaseModel(attempt=op.lease.attempt, token=op.lease.token),
-        )
-        result = await self._gateway.dispatch(worker, request)
-        if result.kind == "accepted":
-            self._orchestrator.dispatch_accepted(op.operation_id, op.lease, result.accepted_seq)
-            return
-        log.warning(
-            "dispatch_failed",
-            operation_id=op.operation_id,
-            worker_id=worker.worker_id,
-            kind=result.kind,
-            detail=result.detail,
-        )
-        certain = result.kind in ("refused", "unreachable")
-        self._orchestrator.dispatch_failed(
-            op.operation_id, op.lease, certain=certain, reason=result.kind
-        )
-        if result.kind == "unreachable":
+    async def _send(self, group: list[tuple[Operation, Worker]]) -> None:
+        """One request per worker, however many of its slots were filled in this round."""
+        worker = group[-1][1]
+        requests = [_request(op) for op, _ in group]
+        if len(requests) == 1:
+            results = [await self._gateway.dispatch(worker, requests[0])]
+        else:
+            results = await self._gateway.dispatch_many(worker, requests)
+        for (op, _), result in zip(group, results, strict=True):
+            assert op.lease is not None
+            if result.kind == "accepted":
+                self._orchestrator.dispatch_accepted(op.operation_id, op.lease, result.accepted_seq)
+                continue
+            log.warning(
+                "dispatch_failed",
+                operation_id=op.operation_id,
+                worker_id=worker.worker_id,
+                kind=result.kind,
+                detail=result.detail,
+            )
+            certain = result.kind in ("refused", "unreachable")
+            self._orchestrator.dispatch_failed(
+                op.operation_id, op.lease, certain=certain, reason=result.kind
+            )
+        if any(result.kind == "unreachable" for result in results):
             self._orchestrator.declare_unreachable(worker.worker_id)
+
+
+def _request(op: Operation) -> DispatchRequest:
+    assert op.lease is not None
+    return DispatchRequest(
+        operation_id=op.operation_id,
+        operation_type=op.operation_type,
+        params=dict(op.params),
+        lease=LeaseModel(attempt=op.lease.attempt, token=op.lease.token),
+    )

@@ -13,7 +13,10 @@ from workfleet.domain.workers import Worker
 from workfleet.protocol import (
     CancelRequest,
     DispatchAccepted,
+    DispatchBatch,
+    DispatchOutcome,
     DispatchRequest,
+    DispatchResults,
     LeaseModel,
     WorkerHealth,
 )
@@ -39,6 +42,10 @@ class HealthCheckFailed(Exception):
 
 class WorkerGateway(Protocol):
     async def dispatch(self, worker: Worker, request: DispatchRequest) -> DispatchResult: ...
+
+    async def dispatch_many(
+        self, worker: Worker, requests: list[DispatchRequest]
+    ) -> list[DispatchResult]: ...
 
     async def cancel(self, worker: Worker, operation_id: str, lease: Lease) -> None: ...
 
@@ -76,6 +83,28 @@ class HttpWorkerGateway:
             return DispatchResult("unconfirmed", f"HTTP {response.status_code}")
         return DispatchResult("refused", f"HTTP {response.status_code}: {response.text[:200]}")
 
+    async def dispatch_many(
+        self, worker: Worker, requests: list[DispatchRequest]
+    ) -> list[DispatchResult]:
+        """Several operations for one worker in one request (when several slots are free)."""
+        url = f"{worker.endpoint_url}/api/v1/operations/batch"
+        body = DispatchBatch(operations=requests).model_dump_json()
+        try:
+            response = await self._client.post(
+                url, content=body, headers={"Content-Type": "application/json"}
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            return [DispatchResult("unreachable", f"{type(exc).__name__}: {exc}")] * len(requests)
+        except httpx.HTTPError as exc:
+            return [DispatchResult("unconfirmed", f"{type(exc).__name__}: {exc}")] * len(requests)
+        try:
+            outcomes = DispatchResults.model_validate_json(response.content).results
+        except ValidationError:
+            kind: DispatchKind = "unconfirmed" if response.status_code >= 500 else "refused"
+            return [DispatchResult(kind, f"HTTP {response.status_code}")] * len(requests)
+        by_id = {o.operation_id: o for o in outcomes}
+        return [_result_of(by_id.get(r.operation_id)) for r in requests]
+
     async def cancel(self, worker: Worker, operation_id: str, lease: Lease) -> None:
         body = CancelRequest(lease=LeaseModel(attempt=lease.attempt, token=lease.token))
         url = f"{worker.endpoint_url}/api/v1/operations/{operation_id}/cancel"
@@ -101,3 +130,12 @@ class HttpWorkerGateway:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _result_of(outcome: DispatchOutcome | None) -> DispatchResult:
+    if outcome is None:
+        return DispatchResult("unconfirmed", "missing from the answer")
+    if outcome.status == 202:
+        return DispatchResult("accepted", accepted_seq=outcome.accepted_seq)
+    kind: DispatchKind = "unconfirmed" if outcome.status >= 500 else "refused"
+    return DispatchResult(kind, f"HTTP {outcome.status}: {outcome.detail}")

@@ -16,15 +16,18 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from workfleet import __version__
-from workfleet.api_errors import map_domain_errors
-from workfleet.domain.errors import Unauthenticated
+from workfleet.api_errors import STATUS_OF, map_domain_errors
+from workfleet.domain.errors import Unauthenticated, WorkfleetError
 from workfleet.observability.metrics import CONTENT_TYPE, WorkerMetrics
 from workfleet.operations.registry import load_operation_types, types_for_worker
 from workfleet.protocol import (
     CancelRequest,
     CapabilitiesModel,
     DispatchAccepted,
+    DispatchBatch,
+    DispatchOutcome,
     DispatchRequest,
+    DispatchResults,
     WorkerHealth,
     WorkerOperationView,
 )
@@ -64,6 +67,23 @@ public = APIRouter()
 @router.post("/api/v1/operations", status_code=202, response_model=DispatchAccepted)
 async def dispatch(body: DispatchRequest, service: Service) -> DispatchAccepted:
     return service.accept(body)
+
+
+@router.post("/api/v1/operations/batch", response_model=DispatchResults)
+async def dispatch_batch(body: DispatchBatch, service: Service) -> DispatchResults:
+    """Several dispatches at once; each answered as a single dispatch would be."""
+    return DispatchResults(results=[_accept_one(service, request) for request in body.operations])
+
+
+def _accept_one(service: WorkerService, request: DispatchRequest) -> DispatchOutcome:
+    try:
+        accepted = service.accept(request)
+    except WorkfleetError as exc:
+        status = next(code for kind, code in STATUS_OF if isinstance(exc, kind))
+        return DispatchOutcome(operation_id=request.operation_id, status=status, detail=str(exc))
+    return DispatchOutcome(
+        operation_id=request.operation_id, status=202, accepted_seq=accepted.accepted_seq
+    )
 
 
 @router.post("/api/v1/operations/{operation_id}/cancel", status_code=202, response_class=Response)
@@ -135,9 +155,11 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
         )
         service.reporter = Reporter(
             client,
+            service.identity.worker_id,
             progress_interval_s=settings.progress_report_interval_s,
             on_stale=service.abandon,
         )
+        service.reporter.start()
         agent = Agent(
             client,
             registration=service.registration,

@@ -1,6 +1,8 @@
-"""Delivering what happens to operations back to the backend: progress (throttled) and the
-final result (retried with backoff, buffered while the backend is unreachable, so no result
-is lost while this process lives). A 409 means our lease is stale: the work is abandoned."""
+"""Delivering what happens to operations back to the backend: progress (throttled per
+operation) and final results (retried with backoff and buffered while the backend is
+unreachable, so no result is lost while this process lives). One sender sends everything that
+is due in one request, so a busy worker reports many results per round trip. A 409 for an
+operation means our lease is stale: its work is abandoned."""
 
 import asyncio
 import contextlib
@@ -8,17 +10,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import structlog
 
 from workfleet.domain.operations import Lease
-from workfleet.protocol import CompletionReport, ErrorView, LeaseModel, Progress, ProgressReport
+from workfleet.protocol import (
+    ErrorView,
+    LeaseModel,
+    Progress,
+    ReportBatch,
+    ReportItem,
+    ReportResults,
+)
 
 log = structlog.get_logger(__name__)
-Delivery = Literal["delivered", "stale", "retry"]
 MAX_BACKOFF_S = 2.0
+MAX_BATCH = 500
 
 
 @dataclass(slots=True)
@@ -26,76 +35,80 @@ class _Report:
     lease: Lease
     started_at: datetime | None = None
     progress: dict[str, Any] | None = None
-    final: CompletionReport | None = None
+    dirty: bool = False  # progress not yet sent
+    final: ReportItem | None = None
     abandoned: bool = False
     last_sent: float = field(default_factory=time.monotonic)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Reporter:
     def __init__(
         self,
         client: httpx.AsyncClient,
+        worker_id: str,
         *,
         progress_interval_s: float,
         on_stale: Callable[[str], None],
     ) -> None:
         self._client = client
+        self._path = f"/api/v1/workers/{worker_id}/reports"
         self._interval = progress_interval_s
         self._on_stale = on_stale
         self._reports: dict[str, _Report] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._sender: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._sender = asyncio.create_task(self._send_forever())
 
     def track(self, operation_id: str, lease: Lease) -> None:
         self._reports[operation_id] = _Report(lease=lease)
         self._idle.clear()
-        task = asyncio.create_task(self._deliver(operation_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def started(self, operation_id: str, started_at: float) -> None:
         report = self._reports.get(operation_id)
         if report is not None:
             report.started_at = datetime.fromtimestamp(started_at, UTC)
-            report.changed.set()
+            report.dirty = True
+            self._wake.set()
 
     def progress(self, operation_id: str, progress: dict[str, Any] | None) -> None:
         report = self._reports.get(operation_id)
         if report is not None and progress is not None:
             report.progress = {**progress, "updated_at": datetime.now(UTC).isoformat()}
-            report.changed.set()
+            report.dirty = True
+            self._wake.set()
 
     def finished(
         self, operation_id: str, outcome: str, result: Any, error: dict[str, Any] | None
     ) -> None:
         report = self._reports.get(operation_id)
-        if report is None:
+        if report is None or report.abandoned:
             return
-        report.final = CompletionReport(
-            lease=LeaseModel(attempt=report.lease.attempt, token=report.lease.token),
-            outcome=outcome,
-            result=result,
-            error=ErrorView(**error) if error else None,
-            started_at=report.started_at,
-            progress=Progress.model_validate(report.progress) if report.progress else None,
+        report.final = ReportItem.model_validate(
+            {
+                "operation_id": operation_id,
+                "lease": LeaseModel(attempt=report.lease.attempt, token=report.lease.token),
+                "outcome": outcome,
+                "result": result,
+                "error": ErrorView(**error) if error else None,
+                "started_at": report.started_at,
+                "progress": Progress.model_validate(report.progress) if report.progress else None,
+            }
         )
-        report.changed.set()
+        self._wake.set()
 
     def abandon(self, operation_id: str) -> None:
-        report = self._reports.get(operation_id)
+        report = self._reports.pop(operation_id, None)
         if report is not None:
             report.abandoned = True
-            report.changed.set()
+        self._check_idle()
 
     def undelivered(self) -> list[tuple[str, Lease, dict[str, Any] | None]]:
         """Finished here, not yet recorded there: the backend must keep counting them as ours."""
-        return [
-            (op_id, r.lease, r.progress)
-            for op_id, r in self._reports.items()
-            if r.final is not None and not r.abandoned
-        ]
+        return [(op_id, r.lease, r.progress) for op_id, r in self._reports.items() if r.final]
 
     def is_tracking(self, operation_id: str, lease: Lease) -> bool:
         report = self._reports.get(operation_id)
@@ -107,76 +120,90 @@ class Reporter:
         return self._idle.is_set()
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
 
-    async def _deliver(self, operation_id: str) -> None:
-        report = self._reports[operation_id]
+    async def _send_forever(self) -> None:
         backoff = 0.05
-        try:
-            while not report.abandoned:
-                if report.final is None:
-                    await self._progress_round(operation_id, report)
-                    continue
-                outcome = await self._send(
-                    f"/api/v1/operations/{operation_id}/complete", report.final.model_dump_json()
-                )
-                if outcome != "retry":
-                    if outcome == "stale":
-                        log.warning(
-                            "result_rejected_as_stale",
-                            operation_id=operation_id,
-                            attempt=report.lease.attempt,
-                        )
-                    return
+        while True:
+            batch, next_due = self._due(time.monotonic())
+            if not batch:
+                self._wake.clear()
+                timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                continue
+            results = await self._post(batch)
+            if results is None:  # unreachable or refusing: keep everything, try again later
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
-        finally:
-            self._reports.pop(operation_id, None)
-            if not self._reports:
-                self._idle.set()
+                continue
+            backoff = 0.05
+            self._settle(batch, results)
 
-    async def _progress_round(self, operation_id: str, report: _Report) -> None:
-        await report.changed.wait()
-        report.changed.clear()
-        delay = report.last_sent + self._interval - time.monotonic()
-        if delay > 0 and report.final is None:  # throttle, but a final result cuts the wait short
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_until_final(report), delay)
-        if report.final is not None or report.abandoned:
-            return
+    def _due(self, now: float) -> tuple[list[ReportItem], float | None]:
+        """What to send now (finals first), and when the next throttled progress is due."""
+        finals: list[ReportItem] = []
+        progress: list[ReportItem] = []
+        next_due: float | None = None
+        for operation_id, report in self._reports.items():
+            if report.final is not None:
+                finals.append(report.final)
+            elif report.dirty:
+                due = report.last_sent + self._interval
+                if due <= now:
+                    progress.append(self._progress_item(operation_id, report))
+                else:
+                    next_due = due if next_due is None else min(next_due, due)
+        return (finals + progress)[:MAX_BATCH], next_due
+
+    def _progress_item(self, operation_id: str, report: _Report) -> ReportItem:
+        report.dirty = False
         report.last_sent = time.monotonic()
-        body = ProgressReport(
+        return ReportItem(
+            operation_id=operation_id,
             lease=LeaseModel(attempt=report.lease.attempt, token=report.lease.token),
             progress=Progress.model_validate(report.progress) if report.progress else None,
             started_at=report.started_at,
         )
-        if (
-            await self._send(f"/api/v1/operations/{operation_id}/progress", body.model_dump_json())
-            == "stale"
-        ):
-            log.warning("lease_lost_abandoning", operation_id=operation_id)
-            report.abandoned = True
-            self._on_stale(operation_id)
 
-    async def _send(self, path: str, body: str) -> Delivery:
+    async def _post(self, batch: list[ReportItem]) -> ReportResults | None:
+        body = ReportBatch(reports=batch).model_dump_json()
         try:
             response = await self._client.post(
-                path, content=body, headers={"Content-Type": "application/json"}
+                self._path, content=body, headers={"Content-Type": "application/json"}
             )
         except httpx.HTTPError:
-            return "retry"
-        if response.is_success:
-            return "delivered"
-        if response.status_code in (404, 409):
-            return "stale"
+            return None
         if response.status_code in (401, 403):
-            log.error("report_refused", path=path, status=response.status_code)
-        return "retry"
+            log.error("reports_refused", status=response.status_code)
+        if not response.is_success:
+            return None
+        return ReportResults.model_validate_json(response.content)
 
+    def _settle(self, batch: list[ReportItem], results: ReportResults) -> None:
+        status_of = {r.operation_id: r.status for r in results.results}
+        for item in batch:
+            status = status_of.get(item.operation_id, 500)
+            report = self._reports.get(item.operation_id)
+            if report is None:
+                continue
+            if status in (404, 409):
+                log.warning(
+                    "report_rejected_as_stale",
+                    operation_id=item.operation_id,
+                    attempt=item.lease.attempt,
+                    final=item.outcome is not None,
+                )
+                if item.outcome is None:  # still running here under a lease that is not ours
+                    self._on_stale(item.operation_id)
+                self._reports.pop(item.operation_id, None)
+            elif item.outcome is not None and status == 200:
+                self._reports.pop(item.operation_id, None)
+        self._check_idle()
 
-async def _until_final(report: _Report) -> None:
-    while report.final is None and not report.abandoned:
-        await report.changed.wait()
-        report.changed.clear()
+    def _check_idle(self) -> None:
+        if not self._reports:
+            self._idle.set()

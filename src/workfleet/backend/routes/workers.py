@@ -1,3 +1,5 @@
+import asyncio
+
 from fastapi import APIRouter, Request, Response
 
 from workfleet.backend.deps import (
@@ -7,13 +9,22 @@ from workfleet.backend.deps import (
     WorkerAdmin,
     WorkerCaller,
 )
-from workfleet.backend.orchestrator import Registration
+from workfleet.backend.orchestrator import Orchestrator, Registration
 from workfleet.backend.sessions import SessionHub
 from workfleet.backend.views import worker_view
-from workfleet.domain.errors import NotFound
-from workfleet.domain.operations import Lease
+from workfleet.domain.errors import NotFound, StaleLease
+from workfleet.domain.operations import ErrorInfo, Lease
 from workfleet.domain.workers import Capabilities
-from workfleet.protocol import RegistrationAccepted, WorkerRegistration, WorkersPage, WorkerView
+from workfleet.protocol import (
+    RegistrationAccepted,
+    ReportBatch,
+    ReportItem,
+    ReportOutcome,
+    ReportResults,
+    WorkerRegistration,
+    WorkersPage,
+    WorkerView,
+)
 
 router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
 
@@ -55,6 +66,45 @@ async def session(
     sessions: SessionHub = request.app.state.sessions
     await sessions.hold(worker_id, request)
     return Response(status_code=204)
+
+
+@router.post("/{worker_id}/reports", response_model=ReportResults)
+async def reports(
+    worker_id: str, body: ReportBatch, orchestrator: OrchestratorDep, _: WorkerCaller
+) -> ReportResults:
+    """Progress and results of many operations in one request (what workers send)."""
+    statuses = await asyncio.gather(*(_report(orchestrator, item) for item in body.reports))
+    return ReportResults(
+        results=[
+            ReportOutcome(operation_id=item.operation_id, status=status)
+            for item, status in zip(body.reports, statuses, strict=True)
+        ]
+    )
+
+
+async def _report(orchestrator: Orchestrator, item: ReportItem) -> int:
+    lease = Lease(item.lease.attempt, item.lease.token)
+    progress = item.progress.model_dump(mode="json", exclude_none=True) if item.progress else None
+    try:
+        if item.outcome is None:
+            await orchestrator.report_progress(
+                item.operation_id, lease, progress, started_at=item.started_at
+            )
+        else:
+            await orchestrator.report_completion(
+                item.operation_id,
+                lease,
+                item.outcome,
+                result=item.result,
+                error=ErrorInfo(**item.error.model_dump()) if item.error else None,
+                started_at=item.started_at,
+                progress=progress,
+            )
+    except StaleLease:
+        return 409
+    except NotFound:
+        return 404
+    return 200
 
 
 @router.get("", response_model=WorkersPage)
