@@ -21,6 +21,7 @@ from workfleet.protocol import (
     WorkerHealth,
 )
 
+STALE_CONNECTION = (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError)
 DispatchKind = Literal["accepted", "refused", "unreachable", "unconfirmed"]
 
 
@@ -61,6 +62,9 @@ class HttpWorkerGateway:
             timeout=httpx.Timeout(dispatch_timeout_s, connect=min(dispatch_timeout_s, 3.0)),
             limits=httpx.Limits(max_connections=2000, max_keepalive_connections=1000),
             trust_env=False,
+        )
+        self._fresh = httpx.AsyncClient(
+            headers=headers, limits=httpx.Limits(max_keepalive_connections=0), trust_env=False
         )
 
     async def dispatch(self, worker: Worker, request: DispatchRequest) -> DispatchResult:
@@ -115,8 +119,14 @@ class HttpWorkerGateway:
             )
 
     async def health(self, worker: Worker, *, timeout_s: float) -> WorkerHealth:
+        url = f"{worker.endpoint_url}/health"
         try:
-            response = await self._client.get(f"{worker.endpoint_url}/health", timeout=timeout_s)
+            try:
+                response = await self._client.get(url, timeout=timeout_s)
+            except STALE_CONNECTION:
+                # A pooled connection the worker's death (or restart) closed: ask again on a new
+                # one, whose fate (refused or not) is the real answer.
+                response = await self._fresh.get(url, timeout=timeout_s)
         except httpx.ConnectError as exc:
             raise HealthCheckFailed(f"connection failed: {exc}", refused=True) from exc
         except httpx.HTTPError as exc:
@@ -130,6 +140,7 @@ class HttpWorkerGateway:
 
     async def close(self) -> None:
         await self._client.aclose()
+        await self._fresh.aclose()
 
 
 def _result_of(outcome: DispatchOutcome | None) -> DispatchResult:
