@@ -164,11 +164,9 @@ class Orchestrator:
         params = self._validate(submission)
         request_hash = _request_hash(submission, params)
         if idempotency_key is not None:
-            existing = await self._by_idempotency_key(owner, idempotency_key)
+            existing = await self._live_by_key(owner, idempotency_key)
             if existing is not None:
-                if existing.request_hash != request_hash:
-                    raise Conflict("Idempotency-Key already used for a different request")
-                return existing, False
+                return _replayed(existing, request_hash), False
         if len(self.queue) >= self.config.max_pending:
             self.metrics.rejected_submits.labels("queue_full").inc()
             raise QueueFull(len(self.queue), self._retry_after_s())
@@ -188,11 +186,17 @@ class Orchestrator:
         self.active[op.operation_id] = op
         try:
             await self._write(op.operation_id, lambda: self.store.add_operation(op))
-        except Exception:
+        except Exception as exc:
             self.active.pop(op.operation_id, None)
-            if idempotency_key is not None:
-                self._keys.pop((owner, idempotency_key), None)
-            raise
+            if idempotency_key is None:
+                raise
+            self._keys.pop((owner, idempotency_key), None)
+            # The store refuses a key used before by an operation no longer live: answer as
+            # that first submit was answered. (No read on the fast path: the insert checks.)
+            earlier = await self.store.find_operation_by_key(owner, idempotency_key)
+            if not isinstance(exc, Conflict) or earlier is None:
+                raise
+            return _replayed(earlier, request_hash), False
         op = self.active[op.operation_id]  # a cancel may have raced the insert
         if op.dispatchable:
             self.queue.push(op)
@@ -696,14 +700,15 @@ class Orchestrator:
             raise NotFound(f"no worker {worker_id}")
         return worker
 
-    async def _by_idempotency_key(self, owner: str, key: str) -> Operation | None:
+    async def _live_by_key(self, owner: str, key: str) -> Operation | None:
+        """The unfinished operation submitted with this key, if any (memory only)."""
         operation_id = self._keys.get((owner, key))
-        if operation_id is not None:
-            pending_write = self._writes.get(operation_id)
-            if pending_write is not None:  # a concurrent submit with this key: share its fate
-                await asyncio.shield(pending_write)
-            return await self.get(operation_id)
-        return await self.store.find_operation_by_key(owner, key)
+        if operation_id is None:
+            return None
+        pending_write = self._writes.get(operation_id)
+        if pending_write is not None:  # a concurrent submit with this key: share its fate
+            await asyncio.shield(pending_write)
+        return await self.get(operation_id)
 
     def _validate(self, submission: Submission) -> dict[str, Any]:
         if submission.operation_type in self.operation_types:
@@ -752,6 +757,12 @@ class Orchestrator:
         task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _replayed(existing: Operation, request_hash: str) -> Operation:
+    if existing.request_hash != request_hash:
+        raise Conflict("Idempotency-Key already used for a different request")
+    return existing
 
 
 def _request_hash(submission: Submission, params: Mapping[str, Any]) -> str:
