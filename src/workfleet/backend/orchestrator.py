@@ -115,6 +115,7 @@ class Orchestrator:
         self._recent: OrderedDict[str, Operation] = OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[Operation]]] = {}
         self._writes: dict[str, asyncio.Task[None]] = {}
+        self._unsaved: dict[str, Operation] = {}  # latest state of a save not yet started
         self._assigned_mono: dict[str, float] = {}
         self._dirty_progress: set[str] = set()
         self._finished_mono: deque[float] = deque(maxlen=4096)
@@ -271,7 +272,7 @@ class Orchestrator:
             await self._finish(cancelled)
             return cancelled
         self.active[operation_id] = cancelled
-        await self._write(operation_id, lambda: self.store.save_operation(cancelled))
+        await self._persist(cancelled)
         worker = self.workers.get(cancelled.worker_id or "")
         if worker is not None and cancelled.lease is not None:
             self._spawn(self.gateway.cancel(worker, operation_id, cancelled.lease))
@@ -646,7 +647,16 @@ class Orchestrator:
                 self._persist(op)
 
     def _persist(self, op: Operation) -> asyncio.Task[None]:
-        return self._write(op.operation_id, lambda: self.store.save_operation(op))
+        """Save `op`; a save still waiting its turn just takes the newer state (states only move
+        forward, so the newer record is what both callers wanted stored)."""
+        waiting = self._unsaved.get(op.operation_id)
+        self._unsaved[op.operation_id] = op
+        if waiting is not None:
+            return self._writes[op.operation_id]
+        return self._write(op.operation_id, lambda: self._save_latest(op.operation_id))
+
+    async def _save_latest(self, operation_id: str) -> None:
+        await self.store.save_operation(self._unsaved.pop(operation_id))
 
     def _write(self, operation_id: str, write: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         """Chain writes per operation so they reach the store in the order they were made."""

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 import structlog
 
-from workfleet.domain.errors import Conflict, NotFound
+from workfleet.domain.errors import Conflict, NotFound, WorkfleetError
 from workfleet.domain.operations import TERMINAL, Operation
 from workfleet.domain.workers import Worker
 from workfleet.security.api_keys import ApiKey
@@ -26,6 +26,14 @@ from workfleet.store.base import MAX_PAGE, OperationQuery
 from workfleet.store.tables import api_keys, operations, workers
 
 T = TypeVar("T")
+# Built once: SQLAlchemy then reuses the compiled SQL (building a 25-column statement per write
+# cost more CPU than the write itself).
+_INSERT_OPERATION = operations.insert()
+_UPDATE_OPERATION = (
+    operations.update()
+    .where(operations.c.operation_id == sa.bindparam("key"))
+    .values({c.name: sa.bindparam(f"new_{c.name}") for c in operations.c if c.name != "seq"})
+)
 log = structlog.get_logger(__name__)
 MAX_BATCH = 512
 BUSY_TIMEOUT_MS = 10_000
@@ -97,20 +105,27 @@ class _Writer:
                 self._commit(conn, batch)
 
     def _commit(self, conn: sa.Connection, batch: list[Any]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
+        """All writes in one transaction. Should one fail (rare: a reused idempotency key),
+        the transaction is rolled back and each write is redone in its own, so that failure
+        reaches its caller alone."""
         try:
             with conn.begin():
-                for work, _, _ in batch:
-                    try:
-                        with conn.begin_nested():
-                            outcomes.append((True, work(conn)))
-                    except Exception as exc:  # reported to that caller alone
-                        outcomes.append((False, exc))
-        except Exception as exc:  # the commit itself failed: every write in it failed
-            log.error("store_commit_failed", error=str(exc), writes=len(batch))
-            outcomes = [(False, exc)] * len(batch)
+                values = [work(conn) for work, _, _ in batch]
+            outcomes: list[tuple[bool, Any]] = [(True, value) for value in values]
+        except Exception:
+            outcomes = [self._alone(conn, work) for work, _, _ in batch]
         for (_, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
             loop.call_soon_threadsafe(_settle, future, ok, value)
+
+    @staticmethod
+    def _alone(conn: sa.Connection, work: Callable[[sa.Connection], Any]) -> tuple[bool, Any]:
+        try:
+            with conn.begin():
+                return True, work(conn)
+        except Exception as exc:
+            if not isinstance(exc, WorkfleetError):
+                log.error("store_write_failed", error=str(exc))
+            return False, exc
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -156,20 +171,18 @@ class SqlStore:
 
         def _insert(conn: sa.Connection) -> None:
             try:
-                conn.execute(operations.insert().values(**row))
+                conn.execute(_INSERT_OPERATION, row)
             except sa.exc.IntegrityError as exc:
                 raise Conflict("operation id or idempotency key already used") from exc
 
         await self._writer.submit(_insert)
 
     async def save_operation(self, op: Operation) -> None:
-        row = codec.operation_row(op)
-        statement = (
-            operations.update().where(operations.c.operation_id == op.operation_id).values(**row)
-        )
+        row = {f"new_{name}": value for name, value in codec.operation_row(op).items()}
+        row["key"] = op.operation_id
 
         def _update(conn: sa.Connection) -> None:
-            if conn.execute(statement).rowcount == 0:
+            if conn.execute(_UPDATE_OPERATION, row).rowcount == 0:
                 raise NotFound(f"no operation {op.operation_id}")
 
         await self._writer.submit(_update)
