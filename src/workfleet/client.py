@@ -45,14 +45,21 @@ class Client:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers=headers,
-            timeout=timeout_s,
-            trust_env=False,
-            transport=transport,
-            limits=httpx.Limits(max_connections=200),
-        )
+
+        def pool(connections: int) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                base_url=base_url.rstrip("/"),
+                headers=headers,
+                timeout=timeout_s,
+                trust_env=False,
+                transport=transport,
+                limits=httpx.Limits(max_connections=connections),
+            )
+
+        # httpx's pool costs grow with its connection count, so short requests share a few
+        # connections; long polls get their own pool so they never hold those up.
+        self._http = pool(16)
+        self._long = pool(256)
 
     async def __aenter__(self) -> Self:
         return self
@@ -64,10 +71,14 @@ class Client:
 
     async def close(self) -> None:
         await self._http.aclose()
+        await self._long.aclose()
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _call(
+        self, method: str, path: str, *, long_poll: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        http = self._long if long_poll else self._http
         try:
-            response = await self._http.request(method, path, **kwargs)
+            response = await http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise BackendUnreachable(
                 f"cannot reach the backend at {self._http.base_url}: {exc}"
@@ -129,7 +140,11 @@ class Client:
     async def get(self, operation_id: str, *, wait_s: float = 0) -> OperationView:
         params = {"wait": wait_s} if wait_s else None
         response = await self._call(
-            "GET", f"/api/v1/operations/{operation_id}", params=params, timeout=wait_s + 30
+            "GET",
+            f"/api/v1/operations/{operation_id}",
+            long_poll=wait_s > 0,
+            params=params,
+            timeout=wait_s + 30,
         )
         return OperationView.model_validate_json(response.content)
 
