@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from workfleet.backend.admission import Submission
 from workfleet.backend.gateway import DispatchResult, HealthCheckFailed
 from workfleet.backend.health import CheckResult, HealthMonitor
-from workfleet.backend.orchestrator import Orchestrator, OrchestratorConfig, Submission
+from workfleet.backend.orchestrator import Orchestrator, OrchestratorConfig
 from workfleet.domain.errors import (
     Conflict,
     Forbidden,
@@ -28,6 +29,7 @@ from workfleet.domain.errors import (
 )
 from workfleet.domain.operations import Lease, Operation, Requirements
 from workfleet.domain.permissions import Principal
+from workfleet.domain.reconcile import Reported
 from workfleet.domain.workers import Capabilities, LivenessPolicy, Worker
 from workfleet.observability.metrics import BackendMetrics
 from workfleet.operations.registry import load_operation_types
@@ -134,7 +136,7 @@ class Rig:
         worker_type: str = "cpu",
         types: frozenset[str] = frozenset({"diagnostic"}),
         gpu: bool = False,
-        running: tuple[tuple[str, Lease, Any], ...] = (),
+        running: tuple[Reported, ...] = (),
         accepted_seq: int = 0,
     ) -> list[str]:
         from workfleet.backend.orchestrator import Registration
@@ -922,7 +924,7 @@ async def test_re_registration_of_the_same_instance_keeps_the_operation_it_repor
     await rig.register("w1")
     op = await rig.running_on("w1")
     stop = await rig.register(
-        "w1", running=((op.operation_id, lease_of(op), None),), accepted_seq=1
+        "w1", running=(Reported(op.operation_id, lease_of(op)),), accepted_seq=1
     )
     now = await rig.orch.get(op.operation_id)
     assert (stop, now.status, now.lease, rig.orch.workers["w1"].reserved) == (
@@ -942,7 +944,7 @@ async def test_the_same_instance_reporting_an_operation_with_a_stale_lease_must_
     rig.orch.declare_unreachable("w1")
     moved = await rig.dispatch_next()  # attempt 2, on w2
     assert moved is not None
-    stop = await rig.register("w1", running=((op.operation_id, lease_of(op), None),))
+    stop = await rig.register("w1", running=(Reported(op.operation_id, lease_of(op)),))
     assert stop == [op.operation_id]
 
 
@@ -953,7 +955,7 @@ async def test_a_stale_report_at_registration_leaves_the_current_attempt_alone(r
     rig.orch.declare_unreachable("w1")
     moved = await rig.dispatch_next()
     assert moved is not None
-    await rig.register("w1", running=((op.operation_id, lease_of(op), None),))
+    await rig.register("w1", running=(Reported(op.operation_id, lease_of(op)),))
     now = await rig.orch.get(op.operation_id)
     assert (now.worker_id, now.lease, now.status) == ("w2", moved.lease, "running")
 
@@ -961,7 +963,7 @@ async def test_a_stale_report_at_registration_leaves_the_current_attempt_alone(r
 async def test_re_registration_reports_an_operation_unknown_here_in_the_stop_list(
     rig: Rig,
 ) -> None:
-    stop = await rig.register("w1", running=(("op_ghost", Lease(1, "ghost-token"), None),))
+    stop = await rig.register("w1", running=(Reported("op_ghost", Lease(1, "ghost-token")),))
     assert stop == ["op_ghost"]
 
 
@@ -1219,7 +1221,7 @@ async def test_after_a_restart_the_worker_re_registering_keeps_its_running_opera
             operation_types=frozenset({"diagnostic"}),
             instance_id="inst-1",
             accepted_seq=1,
-            running=((running.operation_id, lease_of(running), None),),
+            running=(Reported(running.operation_id, lease_of(running)),),
         )
     )
     assert (stop, second.active[running.operation_id].status) == ([], "running")

@@ -10,7 +10,7 @@ import structlog
 
 from workfleet.backend.gateway import HealthCheckFailed, WorkerGateway
 from workfleet.backend.orchestrator import HealthReport, Orchestrator
-from workfleet.domain.operations import Lease
+from workfleet.backend.views import reported
 from workfleet.domain.workers import Load
 from workfleet.protocol import WorkerHealth
 
@@ -88,12 +88,5 @@ def _report(health: WorkerHealth) -> HealthReport:
             cpu_usage_ratio=health.cpu_usage_ratio,
             memory_usage_ratio=health.memory_usage_ratio,
         ),
-        running=tuple(
-            (
-                r.operation_id,
-                Lease(r.lease.attempt, r.lease.token),
-                r.progress.model_dump(mode="json", exclude_none=True) if r.progress else None,
-            )
-            for r in health.running
-        ),
+        running=reported(health.running),
     )

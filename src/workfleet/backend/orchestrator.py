@@ -7,21 +7,26 @@ change of one operation is persisted in order (one chain of writes per operation
 """
 
 import asyncio
-import hashlib
 import itertools
-import json
-import math
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from workfleet.backend.admission import (
+    Submission,
+    replayed,
+    request_hash,
+    retry_after_s,
+    validated_params,
+)
 from workfleet.backend.gateway import WorkerGateway
+from workfleet.backend.writes import WriteChains
 from workfleet.domain import operations as ops_domain
 from workfleet.domain import workers as workers_domain
 from workfleet.domain.errors import (
@@ -32,13 +37,14 @@ from workfleet.domain.errors import (
     QueueFull,
     StaleLease,
 )
-from workfleet.domain.operations import ErrorInfo, Lease, Operation, Outcome, Requirements
+from workfleet.domain.operations import ErrorInfo, Lease, Operation, Outcome
 from workfleet.domain.permissions import Principal, allowed, may_cancel
 from workfleet.domain.placement import POLICIES
 from workfleet.domain.queue import PendingQueue
+from workfleet.domain.reconcile import Reported, reconcile
 from workfleet.domain.workers import Capabilities, LivenessPolicy, Load, Worker
 from workfleet.observability.metrics import BackendMetrics
-from workfleet.operations.registry import OperationType, validate_params
+from workfleet.operations.registry import OperationType
 from workfleet.store.base import OperationQuery, Store
 
 log = structlog.get_logger(__name__)
@@ -61,14 +67,6 @@ class OrchestratorConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class Submission:
-    operation_type: str
-    params: Mapping[str, Any]
-    priority: int = 0
-    requirements: Requirements = field(default_factory=Requirements)
-
-
-@dataclass(frozen=True, slots=True)
 class Registration:
     worker_id: str
     worker_type: str
@@ -77,7 +75,7 @@ class Registration:
     operation_types: frozenset[str]
     instance_id: str
     accepted_seq: int
-    running: tuple[tuple[str, Lease, Mapping[str, Any] | None], ...] = ()
+    running: tuple[Reported, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +85,7 @@ class HealthReport:
     instance_id: str
     accepted_seq: int
     load: Load
-    running: tuple[tuple[str, Lease, Mapping[str, Any] | None], ...]
+    running: tuple[Reported, ...]
 
 
 class Orchestrator:
@@ -114,8 +112,7 @@ class Orchestrator:
         self._keys: dict[tuple[str, str], str] = {}
         self._recent: OrderedDict[str, Operation] = OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[Operation]]] = {}
-        self._writes: dict[str, asyncio.Task[None]] = {}
-        self._unsaved: dict[str, Operation] = {}  # latest state of a save not yet started
+        self._writes = WriteChains(store)
         self._assigned_mono: dict[str, float] = {}
         self._dirty_progress: set[str] = set()
         self._finished_mono: deque[float] = deque(maxlen=4096)
@@ -152,9 +149,7 @@ class Orchestrator:
 
     async def stop(self) -> None:
         await self.flush_progress()
-        pending_writes = list(self._writes.values())
-        if pending_writes:
-            await asyncio.gather(*pending_writes, return_exceptions=True)
+        await self._writes.drain()
 
     # ---- clients ------------------------------------------------------------------------------
 
@@ -162,15 +157,15 @@ class Orchestrator:
         self, submission: Submission, *, owner: str, idempotency_key: str | None = None
     ) -> tuple[Operation, bool]:
         """Accept an operation durably. Returns (operation, created)."""
-        params = self._validate(submission)
-        request_hash = _request_hash(submission, params)
+        params = validated_params(submission, self.operation_types, self.workers.values())
+        hashed = request_hash(submission, params)
         if idempotency_key is not None:
             existing = await self._live_by_key(owner, idempotency_key)
             if existing is not None:
-                return _replayed(existing, request_hash), False
+                return replayed(existing, hashed), False
         if len(self.queue) >= self.config.max_pending:
             self.metrics.rejected_submits.labels("queue_full").inc()
-            raise QueueFull(len(self.queue), self._retry_after_s())
+            raise QueueFull(len(self.queue), self._retry_after())
         op = Operation(
             operation_id=f"op_{secrets.token_hex(12)}",
             operation_type=submission.operation_type,
@@ -180,13 +175,13 @@ class Orchestrator:
             priority=submission.priority,
             requirements=submission.requirements,
             idempotency_key=idempotency_key,
-            request_hash=request_hash,
+            request_hash=hashed,
         )
         if idempotency_key is not None:
             self._keys[(owner, idempotency_key)] = op.operation_id
         self.active[op.operation_id] = op
         try:
-            await self._write(op.operation_id, lambda: self.store.add_operation(op))
+            await self._writes.insert(op)
         except Exception as exc:
             self.active.pop(op.operation_id, None)
             if idempotency_key is None:
@@ -197,7 +192,7 @@ class Orchestrator:
             earlier = await self.store.find_operation_by_key(owner, idempotency_key)
             if not isinstance(exc, Conflict) or earlier is None:
                 raise
-            return _replayed(earlier, request_hash), False
+            return replayed(earlier, hashed), False
         op = self.active[op.operation_id]  # a cancel may have raced the insert
         if op.dispatchable:
             self.queue.push(op)
@@ -217,12 +212,12 @@ class Orchestrator:
         """All or nothing on validation and queue room; each then accepted as by submit()."""
         for index, (submission, _) in enumerate(submissions):
             try:
-                self._validate(submission)
+                validated_params(submission, self.operation_types, self.workers.values())
             except InvalidRequest as exc:
                 raise InvalidRequest(f"operations[{index}]: {exc}") from exc
         if len(self.queue) + len(submissions) > self.config.max_pending:
             self.metrics.rejected_submits.labels("queue_full").inc()
-            raise QueueFull(len(self.queue), self._retry_after_s())
+            raise QueueFull(len(self.queue), self._retry_after())
         accepted = await asyncio.gather(
             *(self.submit(s, owner=owner, idempotency_key=key) for s, key in submissions)
         )
@@ -364,7 +359,7 @@ class Orchestrator:
         )
         self.workers[reg.worker_id] = worker
         stop = self._reconcile(
-            worker, reg.running, reg.accepted_seq, same_instance=not new_instance
+            reg.worker_id, reg.running, reg.accepted_seq, same_instance=not new_instance
         )
         await self.store.save_worker(self.workers[reg.worker_id])
         log.info(
@@ -410,13 +405,14 @@ class Orchestrator:
         self.metrics.health_checks.labels("success").inc()
         self._set_worker(workers_domain.health_succeeded(worker, load=report.load, at=now))
         same_instance = report.instance_id == worker.instance_id
-        for operation_id in self._reconcile(
-            self.workers[worker_id],
-            report.running,
-            report.accepted_seq,
-            same_instance=same_instance,
-        ):
-            self._send_cancel(worker_id, operation_id, report.running)
+        stop = self._reconcile(
+            worker_id, report.running, report.accepted_seq, same_instance=same_instance
+        )
+        leases = {item.operation_id: item.lease for item in report.running}
+        for operation_id in stop:
+            self._spawn(
+                self.gateway.cancel(self.workers[worker_id], operation_id, leases[operation_id])
+            )
 
     def declare_unreachable(self, worker_id: str) -> None:
         """Its session dropped and nothing answers at its address: lost, without waiting."""
@@ -523,40 +519,35 @@ class Orchestrator:
 
     def _reconcile(
         self,
-        worker: Worker,
-        reported: Iterable[tuple[str, Lease, Mapping[str, Any] | None]],
+        worker_id: str,
+        running: tuple[Reported, ...],
         accepted_seq: int,
         *,
         same_instance: bool,
     ) -> list[str]:
-        """Match what a worker runs against what we think it runs. Returns ids it must stop."""
-        stop: list[str] = []
-        seen: set[str] = set()
-        for operation_id, lease, progress in reported:
-            op = self.active.get(operation_id)
-            if op is None or op.worker_id != worker.worker_id or op.lease != lease:
-                stop.append(operation_id)
-                continue
-            seen.add(operation_id)
+        """Apply domain.reconcile: adopt what is confirmed, lose what is gone; the ids returned
+        are what the worker must stop."""
+        horizon = time.monotonic() - self.config.dispatch_timeout_s
+        reserved = self.workers[worker_id].reserved
+        answer = reconcile(
+            worker_id,
+            reserved=reserved,
+            active=self.active,
+            running=running,
+            accepted_seq=accepted_seq,
+            same_instance=same_instance,
+            overdue=frozenset(o for o in reserved if self._assigned_mono.get(o, 0.0) < horizon),
+        )
+        for item in answer.confirmed:
+            op = self.active[item.operation_id]
             if op.status == "pending":  # adopted: its acknowledgement was lost
-                self.dispatch_accepted(operation_id, lease, None)
-                op = self.active[operation_id]
-            if progress is not None:
-                self._replace(op, replace(op, progress=progress))
-            if op.cancel_requested_at is not None:
-                stop.append(operation_id)
-        grace = self.config.dispatch_timeout_s
-        for operation_id in list(worker.reserved - seen):
-            op = self.active.get(operation_id)
-            if op is None:
-                continue
-            if not same_instance:
-                self._lose(op, "worker_restarted")
-            elif (
-                op.accepted_seq is not None and accepted_seq >= op.accepted_seq
-            ) or time.monotonic() - self._assigned_mono.get(operation_id, 0.0) > grace:
-                self._lose(op, "worker_lost_operation")
-        return stop
+                self.dispatch_accepted(item.operation_id, item.lease, None)
+                op = self.active[item.operation_id]
+            if item.progress is not None:
+                self._replace(op, replace(op, progress=item.progress))
+        for operation_id in answer.lost:
+            self._lose(self.active[operation_id], answer.lost_reason)
+        return list(answer.stop)
 
     def _set_worker(self, worker: Worker) -> None:
         before = self.workers[worker.worker_id]
@@ -646,38 +637,8 @@ class Orchestrator:
             if op is not None:
                 self._persist(op)
 
-    def _persist(self, op: Operation) -> asyncio.Task[None]:
-        """Save `op`; a save still waiting its turn just takes the newer state (states only move
-        forward, so the newer record is what both callers wanted stored)."""
-        waiting = self._unsaved.get(op.operation_id)
-        self._unsaved[op.operation_id] = op
-        if waiting is not None:
-            return self._writes[op.operation_id]
-        return self._write(op.operation_id, lambda: self._save_latest(op.operation_id))
-
-    async def _save_latest(self, operation_id: str) -> None:
-        await self.store.save_operation(self._unsaved.pop(operation_id))
-
-    def _write(self, operation_id: str, write: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
-        """Chain writes per operation so they reach the store in the order they were made."""
-        previous = self._writes.get(operation_id)
-
-        async def _after_previous() -> None:
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
-            await write()
-
-        task = asyncio.get_running_loop().create_task(_after_previous())
-        self._writes[operation_id] = task
-
-        def _done(t: asyncio.Task[None]) -> None:
-            if self._writes.get(operation_id) is t:
-                del self._writes[operation_id]
-            if not t.cancelled() and t.exception() is not None:
-                log.error("store_write_failed", operation_id=operation_id, error=str(t.exception()))
-
-        task.add_done_callback(_done)
-        return task
+    def _persist(self, op: Operation) -> "asyncio.Task[None]":
+        return self._writes.save(op)
 
     def _remember(self, op: Operation) -> None:
         self.active[op.operation_id] = op
@@ -715,48 +676,14 @@ class Orchestrator:
         operation_id = self._keys.get((owner, key))
         if operation_id is None:
             return None
-        pending_write = self._writes.get(operation_id)
+        pending_write = self._writes.pending(operation_id)
         if pending_write is not None:  # a concurrent submit with this key: share its fate
             await asyncio.shield(pending_write)
         return await self.get(operation_id)
 
-    def _validate(self, submission: Submission) -> dict[str, Any]:
-        if submission.operation_type in self.operation_types:
-            params = validate_params(
-                self.operation_types, submission.operation_type, submission.params
-            )
-        elif any(submission.operation_type in w.operation_types for w in self.workers.values()):
-            params = dict(submission.params)  # a plug-in type only its workers know
-        else:
-            raise InvalidRequest(
-                f"unknown operation type {submission.operation_type!r}; known: "
-                f"{', '.join(sorted(self._known_types()))}"
-            )
-        return params
-
-    def _known_types(self) -> set[str]:
-        known = set(self.operation_types)
-        for worker in self.workers.values():
-            known |= worker.operation_types
-        return known
-
-    def _retry_after_s(self) -> int:
+    def _retry_after(self) -> int:
         horizon = time.monotonic() - 60.0
-        recent = sum(1 for t in self._finished_mono if t >= horizon)
-        if recent == 0:
-            return 5
-        return max(1, min(60, math.ceil(60.0 / recent)))
-
-    def _send_cancel(
-        self,
-        worker_id: str,
-        operation_id: str,
-        running: Iterable[tuple[str, Lease, Mapping[str, Any] | None]],
-    ) -> None:
-        worker = self.workers.get(worker_id)
-        for reported_id, lease, _ in running:
-            if worker is not None and reported_id == operation_id:
-                self._spawn(self.gateway.cancel(worker, operation_id, lease))
+        return retry_after_s(sum(1 for t in self._finished_mono if t >= horizon))
 
     def _spawn_cancel(self, worker_id: str, op: Operation) -> None:
         worker = self.workers.get(worker_id)
@@ -767,23 +694,3 @@ class Orchestrator:
         task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-def _replayed(existing: Operation, request_hash: str) -> Operation:
-    if existing.request_hash != request_hash:
-        raise Conflict("Idempotency-Key already used for a different request")
-    return existing
-
-
-def _request_hash(submission: Submission, params: Mapping[str, Any]) -> str:
-    body = {
-        "operation_type": submission.operation_type,
-        "params": params,
-        "priority": submission.priority,
-        "requirements": [
-            submission.requirements.gpu,
-            submission.requirements.min_memory_gb,
-            submission.requirements.worker_type,
-        ],
-    }
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()

@@ -1,8 +1,9 @@
-"""Domain records -> wire models (protocol.py)."""
+"""Domain records <-> wire models (protocol.py)."""
 
 from dataclasses import asdict
 
-from workfleet.domain.operations import Operation
+from workfleet.domain.operations import Lease, Operation
+from workfleet.domain.reconcile import Reported
 from workfleet.domain.workers import Worker
 from workfleet.protocol import (
     CapabilitiesModel,
@@ -11,6 +12,7 @@ from workfleet.protocol import (
     OperationView,
     Progress,
     RequirementsModel,
+    RunningOperation,
     WorkerView,
 )
 
@@ -52,4 +54,16 @@ def worker_view(worker: Worker) -> WorkerView:
         last_healthy_at=worker.last_healthy_at,
         unavailable_since=worker.unavailable_since,
         consecutive_failures=worker.consecutive_failures,
+    )
+
+
+def reported(items: list[RunningOperation]) -> tuple[Reported, ...]:
+    """What a worker says it runs (registration, /health), as the domain reads it."""
+    return tuple(
+        Reported(
+            item.operation_id,
+            Lease(item.lease.attempt, item.lease.token),
+            item.progress.model_dump(mode="json", exclude_none=True) if item.progress else None,
+        )
+        for item in items
     )

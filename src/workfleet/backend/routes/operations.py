@@ -2,8 +2,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response
 
+from workfleet.backend.admission import Submission
 from workfleet.backend.deps import Canceller, OrchestratorDep, Reader, Submitter, WorkerCaller
-from workfleet.backend.orchestrator import Submission
 from workfleet.backend.views import operation_view
 from workfleet.domain.operations import ErrorInfo, Lease, OperationStatus, Requirements
 from workfleet.protocol import (

@@ -11,7 +11,7 @@ from workfleet.backend.deps import (
 )
 from workfleet.backend.orchestrator import Orchestrator, Registration
 from workfleet.backend.sessions import SessionHub
-from workfleet.backend.views import worker_view
+from workfleet.backend.views import reported, worker_view
 from workfleet.domain.errors import NotFound, StaleLease
 from workfleet.domain.operations import ErrorInfo, Lease
 from workfleet.domain.workers import Capabilities
@@ -41,14 +41,7 @@ async def register(
         operation_types=frozenset(body.operation_types),
         instance_id=body.instance_id,
         accepted_seq=body.accepted_seq,
-        running=tuple(
-            (
-                r.operation_id,
-                Lease(r.lease.attempt, r.lease.token),
-                r.progress.model_dump(mode="json", exclude_none=True) if r.progress else None,
-            )
-            for r in body.running_operations
-        ),
+        running=reported(body.running_operations),
     )
     worker, stop = await orchestrator.register(registration)
     return RegistrationAccepted(
