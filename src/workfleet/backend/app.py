@@ -48,7 +48,6 @@ def create_app(
         max_losses=settings.max_losses,
         max_pending=settings.max_pending,
         dispatch_timeout_s=settings.dispatch_timeout_s,
-        progress_persist_interval_s=settings.progress_persist_interval_s,
         placement=settings.placement,
     )
     orchestrator = Orchestrator(

@@ -62,7 +62,6 @@ class OrchestratorConfig:
     max_losses: int = 3
     max_pending: int = 10_000
     dispatch_timeout_s: float = 10.0
-    progress_persist_interval_s: float = 2.0
     placement: str = "round_robin"
 
 

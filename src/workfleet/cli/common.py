@@ -2,7 +2,6 @@
 
 import asyncio
 import functools
-import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -95,7 +94,3 @@ def with_client(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]
 BackendUrl = typer.Option(None, "--backend-url", help="Backend URL [env WORKFLEET_BACKEND_URL]")
 ApiKey = typer.Option(None, "--api-key", help="API key [env WORKFLEET_API_KEY]", show_default=False)
 DataDir = typer.Option(None, "--data-dir", help="Data directory [env WORKFLEET_DATA_DIR]")
-
-
-def is_tty() -> bool:
-    return sys.stdout.isatty()

@@ -82,11 +82,6 @@ class Operation:
         return self.status in TERMINAL
 
     @property
-    def in_flight(self) -> bool:
-        """An attempt is out: the operation holds a worker slot."""
-        return self.lease is not None and not self.is_terminal
-
-    @property
     def dispatchable(self) -> bool:
         return self.status == "pending" and self.lease is None and self.cancel_requested_at is None
 

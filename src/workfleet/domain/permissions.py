@@ -13,7 +13,6 @@ Action = Literal[
     "report",  # worker callbacks: register, session, progress, completion
     "scrape",  # /metrics
 ]
-CLIENT_ROLES: Final[tuple[Role, ...]] = ("viewer", "operator", "admin")
 
 ALLOWED: Final[dict[Action, frozenset[Role]]] = {
     "read": frozenset({"viewer", "operator", "admin"}),
