@@ -172,7 +172,12 @@ async def test_the_backend_killed_under_load_loses_nothing_and_workers_come_back
             await client.submit("diagnostic", {"action": "sleep", "seconds": 0.4})
             for _ in range(30)
         ]
-        await asyncio.sleep(0.5)  # some done, some running, some queued
+
+        async def mixed() -> bool:  # some done, some running, some still queued
+            statuses = {(await client.get(op.operation_id)).status for op in ops}
+            return {"completed", "running", "pending"} <= statuses
+
+        await wait_for(mixed, timeout_s=20, interval_s=0.05, what="a mix of states")
         await cluster.restart_backend()
     async with cluster.client() as client:
         await cluster.wait_workers(*names, timeout_s=30)
