@@ -224,3 +224,26 @@ async def test_the_seed_aliases_submit_their_operation_type(cluster: Cluster) ->
             )
             assert response.status_code == 422
             assert kind in response.json()["detail"] and "diagnostic" in response.json()["detail"]
+
+
+async def test_a_worker_busy_with_cpu_work_keeps_answering_its_health_checks(
+    cluster: Cluster,
+) -> None:
+    """Operations run in their own processes: two CPU-bound ones fill both slots and both
+    cores, and the worker still answers every 0.25 s check within its 0.5 s timeout."""
+    await cluster.start_worker("cruncher", slots=2)
+    await cluster.wait_workers("cruncher")
+    async with cluster.client() as client:
+        ops = [
+            await client.submit("diagnostic", {"action": "cpu", "seconds": 3, "steps": 3})
+            for _ in range(2)
+        ]
+        await cluster.wait_workers("cruncher", status="busy")
+        seen: list[tuple[str, int]] = []
+        while [(await client.get(op.operation_id)).status for op in ops] != ["completed"] * 2:
+            worker = await client.worker("cruncher")
+            seen.append((worker.status, worker.consecutive_failures))
+            await asyncio.sleep(0.1)
+    assert len(seen) >= 10
+    assert {status for status, _ in seen} <= {"busy", "available"}
+    assert max(failures for _, failures in seen) == 0
