@@ -109,3 +109,18 @@ async def test_cli_against_a_running_fleet(cluster: Cluster) -> None:
     refused = workfleet("ops", "list", env={**env, "WORKFLEET_API_KEY": "wf_abc.def"})
     assert refused.returncode == 1
     assert "invalid credential" in refused.stderr and "Traceback" not in refused.stderr
+
+
+async def test_a_worker_with_a_wrong_secret_stops_with_one_clear_line(cluster: Cluster) -> None:
+    done = workfleet(
+        "worker",
+        "--port",
+        "0",
+        "--backend-url",
+        cluster.url,
+        env={"WORKFLEET_CLUSTER_TOKEN": "w" * 40, "WORKFLEET_LOG_LEVEL": "WARNING"},
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "refused this worker's credentials" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -51,7 +51,14 @@ async def serve_worker(settings: WorkerSettings) -> None:
         settings.host, bound_port(server)
     )
     app.state.endpoint_ready.set()
+    agent: asyncio.Task[None] = app.state.agent_task
+    await asyncio.wait({serving, agent}, return_when=asyncio.FIRST_COMPLETED)
+    refused = agent.exception() if agent.done() and not agent.cancelled() else None
+    if refused is not None:
+        server.should_exit = True
     await serving
+    if refused is not None:
+        fail(str(refused))
 
 
 async def _until_started(server: AppServer, serving: "asyncio.Task[None]") -> None:

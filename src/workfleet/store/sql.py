@@ -77,8 +77,9 @@ class _Writer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
     async def submit(self, work: Callable[[sa.Connection], T]) -> T:
         loop = asyncio.get_running_loop()

@@ -16,7 +16,8 @@ INITIAL_BACKOFF_S = 0.05
 
 
 class RegistrationRefused(Exception):
-    """The backend refused our credentials: retrying cannot help."""
+    """The backend refused this worker (credentials, or an invalid registration): retrying
+    cannot help, so the worker stops with this message."""
 
 
 class Agent:
@@ -59,6 +60,8 @@ class Agent:
                 f"the backend refused this worker's credentials (HTTP {response.status_code}): "
                 "check WORKFLEET_CLUSTER_TOKEN"
             )
+        if response.status_code in (400, 422):
+            raise RegistrationRefused(f"the backend refused the registration: {response.text}")
         response.raise_for_status()
         accepted = RegistrationAccepted.model_validate_json(response.content)
         if accepted.stop_operations:
