@@ -94,6 +94,8 @@ class Runner:
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._broken: str | None = None
+        self._spawning: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         for _ in range(self.slots):
@@ -173,12 +175,30 @@ class Runner:
         executor.job = job
         executor.send(("run", job.operation_id, job.operation_type, job.params))
 
+    @property
+    def broken(self) -> str | None:
+        """Why executors cannot be started (the worker then reports itself unhealthy)."""
+        return self._broken
+
     async def _spawn(self) -> None:
         # Starting a process blocks briefly (a fork by the forkserver), and only happens at
         # start-up or after a crash or kill.
-        executor = _Executor(self._on_message, self._on_exit)
+        try:
+            executor = _Executor(self._on_message, self._on_exit)
+        except OSError as exc:
+            self._broken = f"cannot start an executor process: {exc}"
+            log.error("executor_start_failed", error=str(exc))
+            asyncio.get_running_loop().call_later(1.0, self._respawn)
+            return
+        self._broken = None
         self._executors.append(executor)
         self._next_for(executor)
+
+    def _respawn(self) -> None:
+        if not self._stopping:
+            task = asyncio.get_running_loop().create_task(self._spawn())
+            self._spawning.add(task)
+            task.add_done_callback(self._spawning.discard)
 
     def _on_message(self, executor: _Executor, message: tuple[Any, ...]) -> None:
         job = executor.job
@@ -206,8 +226,7 @@ class Runner:
                 self._finish(job, "cancelled", None, None)
             else:
                 self._finish(job, "failed", None, _crash_error(exitcode))
-        if not self._stopping:
-            asyncio.get_running_loop().create_task(self._spawn())
+        self._respawn()
 
     def _next_for(self, executor: _Executor) -> None:
         waiting = next(

@@ -161,7 +161,7 @@ class WorkerService:
         active = len(self.runner.jobs)
         status = "draining" if self.draining else ("busy" if active >= slots else "idle")
         return WorkerHealth(
-            healthy=True,
+            healthy=self.runner.broken is None,  # a 200 saying false still counts as a failure
             worker_id=self.identity.worker_id,
             worker_type=self.identity.worker_type,
             instance_id=self.instance_id,
