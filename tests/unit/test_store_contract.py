@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from workfleet.domain.datasets import Dataset
 from workfleet.domain.errors import Conflict
 from workfleet.domain.operations import ErrorInfo, Lease, Operation, OperationStatus, Requirements
 from workfleet.domain.workers import Capabilities, Load, Worker
@@ -692,3 +693,62 @@ async def test_a_new_database_is_stamped_with_the_current_schema_version(
     with contextlib.closing(sqlite3.connect(tmp_path / "wf.db")) as conn:
         rows = conn.execute("SELECT version FROM schema_version").fetchall()
     assert rows == [(SCHEMA_VERSION,)]
+
+
+# ---- datasets -----------------------------------------------------------------------------------
+
+
+def make_dataset(symbol: str = "BTC", timeframe: str = "1h", sha: str = "a" * 64) -> Dataset:
+    return Dataset(
+        symbol,
+        timeframe,
+        sha,
+        bars=10,
+        first_at=at(0),
+        last_at=at(9),
+        size_bytes=500,
+        created_at=at(10),
+    )
+
+
+async def test_a_saved_dataset_loads_back_equal(store: Store) -> None:
+    await store.save_dataset(make_dataset())
+    assert await store.get_dataset("BTC", "1h") == make_dataset()
+    assert await store.get_dataset("BTC", "1d") is None
+
+
+async def test_saving_a_dataset_again_makes_it_the_current_version(store: Store) -> None:
+    await store.save_dataset(make_dataset(sha="a" * 64))
+    await store.save_dataset(make_dataset(sha="b" * 64))
+    assert (await store.get_dataset("BTC", "1h")).sha256 == "b" * 64  # type: ignore[union-attr]
+    assert len(await store.list_datasets()) == 1
+
+
+async def test_datasets_are_listed_by_symbol_then_timeframe(store: Store) -> None:
+    for symbol, timeframe in (("ETH", "1h"), ("BTC", "1m"), ("BTC", "1d")):
+        await store.save_dataset(make_dataset(symbol, timeframe))
+    listed = [(d.symbol, d.timeframe) for d in await store.list_datasets()]
+    assert listed == [("BTC", "1d"), ("BTC", "1m"), ("ETH", "1h")]
+
+
+async def test_a_version_1_database_is_migrated_and_keeps_its_records(tmp_path: Path) -> None:
+    """A database made by the first release (no datasets table) opens, gains the table, and
+    keeps what it held."""
+    path = tmp_path / "v1.db"
+    first = SqlStore(sqlite_url(path))
+    await first.open()
+    await first.add_operation(make_op("op_kept"))
+    await first.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("DROP TABLE datasets")
+        conn.execute("UPDATE schema_version SET version = 1")
+    migrated = SqlStore(sqlite_url(path))
+    await migrated.open()
+    try:
+        assert await migrated.get_operation("op_kept") is not None
+        await migrated.save_dataset(make_dataset())
+        assert await migrated.get_dataset("BTC", "1h") == make_dataset()
+    finally:
+        await migrated.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from workfleet.domain.datasets import Dataset
 from workfleet.domain.operations import Operation, OperationStatus
 from workfleet.domain.workers import Worker
 from workfleet.security.api_keys import ApiKey
@@ -60,3 +61,10 @@ class Store(Protocol):
 
     async def revoke_api_key(self, key_id: str, *, at: datetime) -> bool:
         """Mark revoked; False if no such key."""
+
+    async def save_dataset(self, dataset: Dataset) -> None:
+        """Make `dataset` the current version of its (symbol, timeframe)."""
+
+    async def get_dataset(self, symbol: str, timeframe: str) -> Dataset | None: ...
+
+    async def list_datasets(self) -> list[Dataset]: ...

@@ -3,6 +3,7 @@
 from dataclasses import asdict
 from typing import Any
 
+from workfleet.domain.datasets import Dataset
 from workfleet.domain.operations import ErrorInfo, Lease, Operation, Requirements
 from workfleet.domain.workers import Capabilities, Worker
 from workfleet.security.api_keys import ApiKey
@@ -108,4 +109,21 @@ def api_key_from_row(row: Any) -> ApiKey:
         secret_sha256=row.secret_sha256,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+    )
+
+
+def dataset_row(dataset: Dataset) -> dict[str, Any]:
+    return asdict(dataset)
+
+
+def dataset_from_row(row: Any) -> Dataset:
+    return Dataset(
+        symbol=row.symbol,
+        timeframe=row.timeframe,
+        sha256=row.sha256,
+        bars=row.bars,
+        first_at=row.first_at,
+        last_at=row.last_at,
+        size_bytes=row.size_bytes,
+        created_at=row.created_at,
     )

@@ -4,6 +4,7 @@ from dataclasses import replace
 from datetime import datetime
 from types import SimpleNamespace
 
+from workfleet.domain.datasets import Dataset
 from workfleet.domain.errors import Conflict, NotFound
 from workfleet.domain.operations import Operation
 from workfleet.domain.workers import Worker
@@ -18,6 +19,7 @@ class MemoryStore:
         self._keys_index: dict[tuple[str, str], str] = {}
         self._workers: dict[str, Worker] = {}
         self._api_keys: dict[str, ApiKey] = {}
+        self._datasets: dict[tuple[str, str], Dataset] = {}
         self._seq = 0
 
     async def open(self) -> None:
@@ -101,6 +103,15 @@ class MemoryStore:
         if key.revoked_at is None:
             self._api_keys[key_id] = replace(key, revoked_at=at)
         return True
+
+    async def save_dataset(self, dataset: Dataset) -> None:
+        self._datasets[(dataset.symbol, dataset.timeframe)] = dataset
+
+    async def get_dataset(self, symbol: str, timeframe: str) -> Dataset | None:
+        return self._datasets.get((symbol, timeframe))
+
+    async def list_datasets(self) -> list[Dataset]:
+        return [self._datasets[key] for key in sorted(self._datasets)]
 
 
 def _matches(op: Operation, query: OperationQuery) -> bool:

@@ -9,8 +9,13 @@ from workfleet.store import tables
 
 Step = Callable[[sa.Connection], None]
 
+
+def _add_datasets(conn: sa.Connection) -> None:
+    tables.datasets.create(conn)
+
+
 # STEPS[n] moves a database from version n to n + 1.
-STEPS: dict[int, Step] = {}
+STEPS: dict[int, Step] = {1: _add_datasets}
 
 
 class SchemaTooNew(RuntimeError):

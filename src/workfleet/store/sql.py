@@ -17,13 +17,14 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 import structlog
 
+from workfleet.domain.datasets import Dataset
 from workfleet.domain.errors import Conflict, NotFound, WorkfleetError
 from workfleet.domain.operations import TERMINAL, Operation
 from workfleet.domain.workers import Worker
 from workfleet.security.api_keys import ApiKey
 from workfleet.store import codec, migrations
 from workfleet.store.base import MAX_PAGE, OperationQuery
-from workfleet.store.tables import api_keys, operations, workers
+from workfleet.store.tables import api_keys, datasets, operations, workers
 
 T = TypeVar("T")
 # Built once: SQLAlchemy then reuses the compiled SQL (building a 25-column statement per write
@@ -289,3 +290,27 @@ class SqlStore:
             return True
 
         return await self._writer.submit(_revoke)
+
+    # ---- datasets -----------------------------------------------------------------------------
+
+    async def save_dataset(self, dataset: Dataset) -> None:
+        row = codec.dataset_row(dataset)
+        key = (datasets.c.symbol == dataset.symbol) & (datasets.c.timeframe == dataset.timeframe)
+
+        def _upsert(conn: sa.Connection) -> None:
+            if conn.execute(datasets.update().where(key).values(**row)).rowcount == 0:
+                conn.execute(datasets.insert().values(**row))
+
+        await self._writer.submit(_upsert)
+
+    async def get_dataset(self, symbol: str, timeframe: str) -> Dataset | None:
+        query = sa.select(datasets).where(
+            datasets.c.symbol == symbol, datasets.c.timeframe == timeframe
+        )
+        row = await self._read(lambda conn: conn.execute(query).first())
+        return codec.dataset_from_row(row) if row else None
+
+    async def list_datasets(self) -> list[Dataset]:
+        query = sa.select(datasets).order_by(datasets.c.symbol, datasets.c.timeframe)
+        rows = await self._read(lambda conn: conn.execute(query).all())
+        return [codec.dataset_from_row(row) for row in rows]
