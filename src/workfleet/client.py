@@ -8,6 +8,8 @@ from typing import Any, Self
 import httpx
 
 from workfleet.protocol import (
+    DatasetsPage,
+    DatasetView,
     KeyCreated,
     KeysPage,
     KeyView,
@@ -194,6 +196,21 @@ class Client:
         action = "undrain" if undo else "drain"
         response = await self._call("POST", f"/api/v1/workers/{worker_id}/{action}")
         return WorkerView.model_validate_json(response.content)
+
+    async def put_dataset(self, symbol: str, timeframe: str, csv: bytes) -> DatasetView:
+        response = await self._call(
+            "PUT",
+            f"/api/v1/datasets/{symbol}/{timeframe}",
+            content=csv,
+            headers={"Content-Type": "text/csv"},
+            timeout=600,
+        )
+        return DatasetView.model_validate_json(response.content)
+
+    async def datasets(self) -> DatasetsPage:
+        return DatasetsPage.model_validate_json(
+            (await self._call("GET", "/api/v1/datasets")).content
+        )
 
     async def create_key(self, role: str, name: str) -> KeyCreated:
         response = await self._call("POST", "/api/v1/keys", json={"role": role, "name": name})

@@ -271,6 +271,24 @@ class WorkerOperationView(BaseModel):
     progress: Progress | None
 
 
+# ---- datasets ---------------------------------------------------------------------------------
+
+
+class DatasetView(BaseModel):
+    symbol: str
+    timeframe: str
+    sha256: str
+    bars: int
+    first_at: datetime
+    last_at: datetime
+    size_bytes: int
+    created_at: datetime
+
+
+class DatasetsPage(BaseModel):
+    items: list[DatasetView]
+
+
 # ---- keys and misc ----------------------------------------------------------------------------
 
 

@@ -213,17 +213,19 @@ async def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None
 
 
 async def test_the_seed_aliases_submit_their_operation_type(cluster: Cluster) -> None:
-    """`backtesting` and `training` arrive with the workloads issue; until then the aliases
-    answer as POST /operations does for an unknown type: 422, naming the known types."""
+    """`/backtests/start` is POST /operations for `backtesting`; `training` arrives with its
+    workload, and until then its alias answers as an unknown type does: 422, naming those known."""
+    headers = {"Authorization": f"Bearer {cluster.admin_key}"}
+    params = {"symbol": "SYN", "timeframe": "1h", "strategy": "sma_crossover"}
     async with httpx.AsyncClient(base_url=cluster.url, trust_env=False) as http:
-        for path, kind in (("backtests", "backtesting"), ("training", "training")):
-            response = await http.post(
-                f"/api/v1/{path}/start",
-                json={"symbol": "X"},
-                headers={"Authorization": f"Bearer {cluster.admin_key}"},
-            )
-            assert response.status_code == 422
-            assert kind in response.json()["detail"] and "diagnostic" in response.json()["detail"]
+        started = await http.post("/api/v1/backtests/start", json=params, headers=headers)
+        training = await http.post("/api/v1/training/start", json={}, headers=headers)
+        async with cluster.client() as client:
+            op = await client.get(started.json()["operation_id"])
+    assert started.status_code == 202 and started.json()["success"] is True
+    assert op.operation_type == "backtesting" and op.params["symbol"] == "SYN"
+    assert training.status_code == 422
+    assert "training" in training.json()["detail"] and "backtesting" in training.json()["detail"]
 
 
 async def test_a_worker_busy_with_cpu_work_keeps_answering_its_health_checks(

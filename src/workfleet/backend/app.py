@@ -13,11 +13,12 @@ from fastapi import FastAPI
 from workfleet import __version__
 from workfleet.api_errors import map_domain_errors
 from workfleet.backend.auth import Authenticator
+from workfleet.backend.datasets import DatasetService
 from workfleet.backend.dispatcher import Dispatcher
 from workfleet.backend.gateway import HttpWorkerGateway, WorkerGateway
 from workfleet.backend.health import HealthMonitor
 from workfleet.backend.orchestrator import Orchestrator, OrchestratorConfig, utc_now
-from workfleet.backend.routes import keys, operations, system, workers
+from workfleet.backend.routes import datasets, keys, operations, system, workers
 from workfleet.backend.sessions import SessionHub
 from workfleet.domain.workers import LivenessPolicy
 from workfleet.observability.metrics import BackendMetrics
@@ -28,6 +29,7 @@ from workfleet.store.base import Store
 from workfleet.store.sql import SqlStore
 
 log = structlog.get_logger(__name__)
+MAX_BODY_BYTES = 32 << 20  # JSON bodies; dataset uploads have their own, larger limit
 
 
 def create_app(
@@ -93,6 +95,7 @@ def create_app(
             log.info("backend_stopped")
 
     app = FastAPI(
+        max_body_size=MAX_BODY_BYTES,
         title="workfleet",
         version=__version__,
         lifespan=lifespan,
@@ -104,8 +107,15 @@ def create_app(
     app.state.metrics = metrics
     app.state.authenticator = Authenticator(settings.auth_mode, settings.cluster_secrets, store)
     app.state.sessions = SessionHub(on_drop=monitor.probe_soon)
+    app.state.datasets = DatasetService(store, settings.data_dir / "datasets", clock)
     orchestrator.on_worker_removed = app.state.sessions.end
-    for router in (operations.router, workers.router, keys.router, system.router):
+    for router in (
+        operations.router,
+        workers.router,
+        datasets.router,
+        keys.router,
+        system.router,
+    ):
         app.include_router(router)
     map_domain_errors(app)
     return app

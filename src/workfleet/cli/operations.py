@@ -2,15 +2,18 @@
 
 import asyncio
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 import typer
+from pydantic import ValidationError
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from workfleet.cli.common import ApiKey, BackendUrl, DataDir, out, with_client
+from workfleet.cli.common import ApiKey, BackendUrl, DataDir, fail, out, with_client
 from workfleet.client import Client
+from workfleet.operations.backtest.params import BacktestParams
 from workfleet.protocol import OperationView
 
 submit_app = typer.Typer(help="Submit an operation.", no_args_is_help=True)
@@ -36,9 +39,74 @@ def submit_diagnostic(
     _submit(backend_url, api_key, data_dir, params=params, priority=priority, wait=wait)
 
 
+@submit_app.command("backtest")
+def submit_backtest(
+    symbol: str = typer.Option(..., help="Dataset symbol (see `workfleet data list`)"),
+    timeframe: str = typer.Option(..., help="Dataset timeframe: 1m, 5m, 15m, 1h, 4h or 1d"),
+    strategy: str = typer.Option(..., help="sma_crossover, rsi_mean_reversion, bollinger_breakout"),
+    param: list[str] = typer.Option([], "--param", help="Strategy parameter k=v (repeatable)"),
+    start: datetime | None = typer.Option(None, help="First bar (UTC)"),
+    end: datetime | None = typer.Option(None, help="End of the bars, excluded (UTC)"),
+    initial_capital: float = typer.Option(10_000.0, help="Starting cash"),
+    commission: float = typer.Option(0.0, help="Fraction of each traded notional"),
+    slippage: float = typer.Option(0.0, help="Fraction of the open paid per fill"),
+    position_fraction: float = typer.Option(1.0, help="Share of equity exposed"),
+    allow_short: bool = typer.Option(False, "--allow-short", help="Let the strategy go short"),
+    priority: int = typer.Option(0, min=0, max=9, help="0 (lowest) to 9"),
+    wait: bool = typer.Option(False, "--wait", help="Show progress, then the result"),
+    backend_url: str | None = BackendUrl,
+    api_key: str | None = ApiKey,
+    data_dir: Path | None = DataDir,
+) -> None:
+    """Backtest a strategy on a stored dataset (checked here before anything is sent)."""
+    raw = {
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "strategy": strategy,
+        "strategy_params": _key_values(param),
+        "start": start,
+        "end": end,
+        "initial_capital": initial_capital,
+        "commission": commission,
+        "slippage": slippage,
+        "position_fraction": position_fraction,
+        "allow_short": allow_short,
+    }
+    try:
+        params = BacktestParams.model_validate(raw).model_dump(mode="json", exclude_none=True)
+    except ValidationError as exc:
+        fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()), code=2)
+    _submit(
+        backend_url,
+        api_key,
+        data_dir,
+        operation_type="backtesting",
+        params=params,
+        priority=priority,
+        wait=wait,
+    )
+
+
+def _key_values(pairs: list[str]) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--param wants key=value, got {pair!r}", code=2)
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
 @with_client
-async def _submit(client: Client, *, params: dict[str, object], priority: int, wait: bool) -> None:
-    op = await client.submit("diagnostic", params, priority=priority)
+async def _submit(
+    client: Client,
+    *,
+    params: dict[str, object],
+    priority: int,
+    wait: bool,
+    operation_type: str = "diagnostic",
+) -> None:
+    op = await client.submit(operation_type, params, priority=priority)
     out.print(f"submitted [bold]{op.operation_id}[/bold] ({op.status})")
     if wait:
         final = await follow(client, op.operation_id)
@@ -78,11 +146,23 @@ def show(op: OperationView) -> None:
         ("created", str(op.created_at)),
         ("started", str(op.started_at or "-")),
         ("finished", str(op.finished_at or "-")),
-        ("result", json.dumps(op.result) if op.result is not None else "-"),
         ("error", f"{op.error.type}: {op.error.message}" if op.error else "-"),
     ):
         table.add_row(f"[bold]{name}[/bold]", value)
+    if isinstance(op.result, dict):  # one row per figure reads better than one JSON line
+        for key, value in op.result.items():
+            table.add_row(f"[bold]{key}[/bold]", _figure(value))
+    else:
+        table.add_row(
+            "[bold]result[/bold]", json.dumps(op.result) if op.result is not None else "-"
+        )
     out.print(table)
+
+
+def _figure(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 
 @ops_app.command("list")

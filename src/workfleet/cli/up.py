@@ -169,3 +169,26 @@ async def _demo(client: Client) -> None:
             detail,
         )
     out.print(table)
+    await _demo_backtest(client)
+
+
+async def _demo_backtest(client: Client) -> None:
+    from workfleet.cli.operations import show  # the same table `submit --wait` prints
+    from workfleet.operations.marketdata import generate, to_csv  # pandas: only here
+
+    bars = generate(bars=20_000, timeframe="1h", seed=7, autocorrelation=0.05)
+    dataset = await client.put_dataset("DEMO", "1h", to_csv(bars))
+    out.print(
+        f"demo: dataset DEMO 1h ({dataset.bars} synthetic bars), backtest of "
+        "sma_crossover(10, 30) on the backtesting worker..."
+    )
+    op = await client.submit(
+        "backtesting",
+        {
+            "symbol": "DEMO",
+            "timeframe": "1h",
+            "strategy": "sma_crossover",
+            "strategy_params": {"fast": 10, "slow": 30},
+        },
+    )
+    show(await client.wait(op.operation_id, timeout_s=120))

@@ -18,3 +18,6 @@ class OperationContext(Protocol):
         """True once a cancel was requested: stop soon, the process is killed after a grace."""
 
     def raise_if_cancelled(self) -> None: ...
+
+    def dataset(self, symbol: str, timeframe: str) -> Any:
+        """The bars of a market dataset (a pandas DataFrame indexed by UTC timestamp)."""

@@ -1,6 +1,8 @@
 """The explicit table of operation types; third-party types come in through the
 `workfleet.operations` entry point group (each entry point names an OperationType)."""
 
+import functools
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -11,22 +13,46 @@ from pydantic import BaseModel, ValidationError
 
 from workfleet.domain.errors import InvalidRequest
 from workfleet.operations import diagnostic
+from workfleet.operations.backtest.params import BacktestParams
 from workfleet.operations.context import OperationContext
 
 log = structlog.get_logger(__name__)
 ENTRY_POINT_GROUP = "workfleet.operations"
 
 
+Run = Callable[[Any, OperationContext], Any]
+
+
 @dataclass(frozen=True, slots=True)
 class OperationType:
     name: str
     params_model: type[BaseModel]
-    run: Callable[[Any, OperationContext], Any]
+    # A "module:function" path is imported only where the operation runs (its executor
+    # process), so the backend and the worker's main process stay free of heavy imports.
+    run: Run | str
     worker_types: frozenset[str] = frozenset()  # empty: every worker type runs it
+
+
+@functools.cache
+def _import(path: str) -> Run:
+    module, _, name = path.partition(":")
+    function: Run = getattr(importlib.import_module(module), name)
+    return function
+
+
+def runner_of(operation_type: OperationType) -> Run:
+    run = operation_type.run
+    return _import(run) if isinstance(run, str) else run
 
 
 BUILTIN: Final[Mapping[str, OperationType]] = {
     "diagnostic": OperationType("diagnostic", diagnostic.DiagnosticParams, diagnostic.run),
+    "backtesting": OperationType(
+        "backtesting",
+        BacktestParams,
+        "workfleet.operations.backtest.operation:run",
+        worker_types=frozenset({"backtesting"}),
+    ),
 }
 
 

@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated
 
 import httpx
@@ -34,6 +35,7 @@ from workfleet.protocol import (
 from workfleet.security.tokens import auth_header, matches_any
 from workfleet.settings import WorkerSettings
 from workfleet.worker.agent import Agent
+from workfleet.worker.datasets import DatasetCache
 from workfleet.worker.execution_log import ExecutionLog
 from workfleet.worker.reporter import Reporter
 from workfleet.worker.runner import JobEvent, Runner
@@ -136,7 +138,16 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
         _count(worker_metrics, event)
         service.on_job_event(event)
 
-    runner = Runner(settings.slots, cancel_grace_s=settings.cancel_grace_s, on_event=on_job_event)
+    async def fetch_dataset(symbol: str, timeframe: str) -> Path:
+        cache: DatasetCache = app.state.dataset_cache
+        return await cache.path(symbol, timeframe)
+
+    runner = Runner(
+        settings.slots,
+        cancel_grace_s=settings.cancel_grace_s,
+        on_event=on_job_event,
+        fetch_dataset=fetch_dataset,
+    )
     service = WorkerService(
         identity_from(settings, offered), runner, {name: types[name] for name in offered}
     )
@@ -167,6 +178,7 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
             backoff_max_s=settings.register_backoff_max_s,
         )
         app.state.agent = agent
+        app.state.dataset_cache = DatasetCache(client, settings.data_dir / "cache" / "datasets")
         await runner.start()
 
         async def register_when_bound() -> None:

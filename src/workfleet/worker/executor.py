@@ -15,23 +15,54 @@ import signal
 import threading
 import time
 import traceback
+import uuid
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from workfleet.operations.context import Cancelled
-from workfleet.operations.registry import load_operation_types
+from workfleet.operations.registry import load_operation_types, runner_of
 
 PROGRESS_MIN_INTERVAL_S = 0.05
 PR_SET_PDEATHSIG = 1
 
 
 class _Context:
-    def __init__(self, operation_id: str, send: Any, cancel: threading.Event) -> None:
+    def __init__(
+        self,
+        operation_id: str,
+        send: Any,
+        cancel: threading.Event,
+        replies: "queue.SimpleQueue[tuple[Any, ...]]",
+    ) -> None:
         self.operation_id = operation_id
         self._send = send
         self._cancel = cancel
+        self._replies = replies
         self._last_sent = 0.0
         self.last_progress: dict[str, Any] | None = None
+
+    def dataset(self, symbol: str, timeframe: str) -> Any:
+        """The bars of a dataset, fetched (and hash-checked) by the worker process, which holds
+        the credentials; this process only reads the cached file."""
+        # imported here, not at the top: the worker's main process imports this module too,
+        # and must not pay for pandas (the forkserver preloads it for executors)
+        from workfleet.operations.marketdata import DataError, parse_csv
+
+        request_id = uuid.uuid4().hex
+        self._send(("dataset", self.operation_id, request_id, symbol, timeframe))
+        while True:
+            try:
+                reply = self._replies.get(timeout=0.1)
+            except queue.Empty:
+                self.raise_if_cancelled()
+                continue
+            if reply[1] == request_id:
+                break
+        _, _, path, error = reply
+        if error is not None:
+            raise DataError(error)
+        return parse_csv(Path(path).read_bytes())
 
     def report(self, **progress: Any) -> None:
         self.last_progress = {k: v for k, v in progress.items() if v is not None}
@@ -53,6 +84,7 @@ def executor_main(conn: Connection) -> None:
     types = load_operation_types()
     cancel = threading.Event()
     jobs: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+    replies: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
     current: list[str | None] = [None]
     send_lock = threading.Lock()
 
@@ -70,6 +102,8 @@ def executor_main(conn: Connection) -> None:
                 jobs.put(message)
             elif message[0] == "cancel" and message[1] == current[0]:
                 cancel.set()
+            elif message[0] == "dataset-reply":
+                replies.put(message)
 
     threading.Thread(target=receive, name="executor-receiver", daemon=True).start()
     while True:
@@ -78,7 +112,7 @@ def executor_main(conn: Connection) -> None:
         current[0] = operation_id
         send(("started", operation_id, time.time()))
         outcome, result, error, progress = _run(
-            types, operation_type, params, _Context(operation_id, send, cancel)
+            types, operation_type, params, _Context(operation_id, send, cancel, replies)
         )
         current[0] = None
         send(("finished", operation_id, outcome, result, error, progress))
@@ -87,7 +121,7 @@ def executor_main(conn: Connection) -> None:
 def _run(types: Any, operation_type: str, params: Any, ctx: _Context) -> tuple[Any, ...]:
     try:
         spec = types[operation_type]
-        value = spec.run(spec.params_model.model_validate(params), ctx)
+        value = runner_of(spec)(spec.params_model.model_validate(params), ctx)
         json.dumps(value)  # the result crosses the wire as JSON: refuse anything else here
     except Cancelled:
         return "cancelled", None, None, ctx.last_progress

@@ -8,10 +8,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any, Literal
 
 import structlog
@@ -21,7 +22,14 @@ from workfleet.worker.executor import executor_main
 
 log = structlog.get_logger(__name__)
 _MP = multiprocessing.get_context("forkserver")
-_MP.set_forkserver_preload(["workfleet.worker.executor"])
+# executors start with the heavy imports done (pandas, numpy), the worker itself never does them
+_MP.set_forkserver_preload(
+    [
+        "workfleet.worker.executor",
+        "workfleet.operations.marketdata",
+        "workfleet.operations.backtest.run",
+    ]
+)
 
 JobState = Literal["running", "cancelling"]
 
@@ -63,14 +71,16 @@ class _Executor:
         loop = asyncio.get_running_loop()
 
         def read() -> None:
-            while True:
-                try:
-                    message = self.conn.recv()
-                except (EOFError, OSError):
-                    break
-                loop.call_soon_threadsafe(on_message, self, message)
-            self.process.join()
-            loop.call_soon_threadsafe(on_exit, self, self.process.exitcode)
+            # the loop may close first when the worker stops: then nobody needs the news
+            with contextlib.suppress(RuntimeError):
+                while True:
+                    try:
+                        message = self.conn.recv()
+                    except (EOFError, OSError):
+                        break
+                    loop.call_soon_threadsafe(on_message, self, message)
+                self.process.join()
+                loop.call_soon_threadsafe(on_exit, self, self.process.exitcode)
 
         threading.Thread(target=read, name=f"executor-{self.process.pid}", daemon=True).start()
 
@@ -84,11 +94,17 @@ class _Executor:
 
 class Runner:
     def __init__(
-        self, slots: int, *, cancel_grace_s: float, on_event: Callable[[JobEvent], None]
+        self,
+        slots: int,
+        *,
+        cancel_grace_s: float,
+        on_event: Callable[[JobEvent], None],
+        fetch_dataset: Callable[[str, str], Awaitable[Path]],
     ) -> None:
         self.slots = slots
         self._cancel_grace_s = cancel_grace_s
         self._on_event = on_event
+        self._fetch_dataset = fetch_dataset
         self._executors: list[_Executor] = []
         self.jobs: dict[str, Job] = {}
         self._stopping = False
@@ -216,6 +232,20 @@ class Runner:
             job.progress = progress or job.progress
             self._finish(job, outcome, result, error)
             self._next_for(executor)
+        elif message[0] == "dataset":
+            task = asyncio.get_running_loop().create_task(self._serve_dataset(executor, message))
+            self._spawning.add(task)
+            task.add_done_callback(self._spawning.discard)
+
+    async def _serve_dataset(self, executor: _Executor, message: tuple[Any, ...]) -> None:
+        _, _, request_id, symbol, timeframe = message
+        try:
+            path = await self._fetch_dataset(symbol, timeframe)
+            reply: tuple[Any, ...] = ("dataset-reply", request_id, str(path), None)
+        except Exception as exc:  # the operation gets the reason and fails with it
+            reply = ("dataset-reply", request_id, None, str(exc))
+        if executor in self._executors:
+            executor.send(reply)
 
     def _on_exit(self, executor: _Executor, exitcode: int | None) -> None:
         if executor in self._executors:

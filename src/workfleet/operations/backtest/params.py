@@ -1,7 +1,7 @@
 """`backtesting` operation parameters (wire names as in DESIGN §3.1)."""
 
 from datetime import UTC, datetime
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import annotated_types
 from pydantic import (
@@ -16,9 +16,8 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from workfleet.operations.backtest.strategies import STRATEGIES, Strategy
-
-Timeframe = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
+from workfleet.operations.backtest.strategy_params import STRATEGY_PARAMS
+from workfleet.operations.timeframes import Timeframe
 
 
 class BacktestParams(BaseModel):
@@ -27,7 +26,9 @@ class BacktestParams(BaseModel):
     symbol: str = Field(min_length=1)
     timeframe: Timeframe
     start: datetime | None = Field(None, description="first bar (UTC); naive means UTC")
-    end: datetime | None = Field(None, description="last bar (UTC); naive means UTC")
+    end: datetime | None = Field(
+        None, description="end of the bars, excluded (UTC); naive means UTC"
+    )
     strategy: str
     strategy_params: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     initial_capital: float = Field(10_000.0, gt=0)
@@ -49,7 +50,7 @@ class BacktestParams(BaseModel):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, name: str) -> str:
-        if name not in STRATEGIES:
+        if name not in STRATEGY_PARAMS:
             raise ValueError(
                 f"unknown strategy {name!r}; valid strategies: {describe_strategies()}"
             )
@@ -62,13 +63,20 @@ class BacktestParams(BaseModel):
         if name is None:  # the strategy itself was refused, and says so
             return raw
         try:
-            settings: BaseModel = STRATEGIES[name].params.model_validate(raw)
+            settings: BaseModel = STRATEGY_PARAMS[name].params.model_validate(raw)
         except ValidationError as exc:
             problems = "; ".join(_problem(error) for error in exc.errors())
             raise ValueError(
                 f"invalid parameters for {name}: {problems}; it takes {describe_strategy(name)}"
             ) from None
         return settings.model_dump()  # defaults filled in, so results show what ran
+
+    @field_validator("model_operation_id")
+    @classmethod
+    def _no_models_yet(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError("backtests of trained models arrive with the training workload")
+        return value
 
     @model_validator(mode="after")
     def _start_before_end(self) -> Self:
@@ -79,11 +87,11 @@ class BacktestParams(BaseModel):
 
 def describe_strategies() -> str:
     """Every strategy with its parameters, ranges and defaults, for error messages and help."""
-    return "; ".join(describe_strategy(name) for name in STRATEGIES)
+    return "; ".join(describe_strategy(name) for name in STRATEGY_PARAMS)
 
 
 def describe_strategy(name: str) -> str:
-    strategy: Strategy[Any] = STRATEGIES[name]
+    strategy = STRATEGY_PARAMS[name]
     described = [
         _describe_field(field, info) for field, info in strategy.params.model_fields.items()
     ]

@@ -6,51 +6,23 @@ are undefined, and is never -1 unless `allow_short` (a short signal then means f
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Generic, Self, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]  # pandas ships no annotations; arrays leave here typed
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
 
 from workfleet.operations.backtest.bars import Bars
+from workfleet.operations.backtest.strategy_params import (
+    STRATEGY_PARAMS,
+    BollingerBreakoutParams,
+    RsiMeanReversionParams,
+    SmaCrossoverParams,
+)
 
 Positions = NDArray[np.int8]
 Signal = NDArray[np.bool_]
-
-
-class SmaCrossoverParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    fast: int = Field(10, ge=1, le=10_000, description="bars in the fast moving average")
-    slow: int = Field(30, ge=2, le=10_000, description="bars in the slow moving average")
-
-    @model_validator(mode="after")
-    def _fast_is_faster(self) -> Self:
-        if self.fast >= self.slow:
-            raise ValueError(f"fast ({self.fast}) must be less than slow ({self.slow})")
-        return self
-
-
-class RsiMeanReversionParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    period: int = Field(14, ge=2, le=10_000, description="bars in Wilder's RSI")
-    lower: float = Field(30.0, ge=0, le=100, description="buy below this RSI")
-    upper: float = Field(70.0, ge=0, le=100, description="sell above this RSI")
-
-    @model_validator(mode="after")
-    def _lower_below_upper(self) -> Self:
-        if self.lower >= self.upper:
-            raise ValueError(f"lower ({self.lower}) must be less than upper ({self.upper})")
-        return self
-
-
-class BollingerBreakoutParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    period: int = Field(20, ge=2, le=10_000, description="bars in the moving average")
-    num_std: float = Field(2.0, gt=0, le=10, description="band width in standard deviations")
 
 
 def sma_crossover(bars: Bars, params: SmaCrossoverParams, allow_short: bool) -> Positions:
@@ -149,8 +121,12 @@ class Strategy(Generic[P]):
     rule: str = ""  # a constraint between parameters, for messages listing the valid ones
 
 
+_POSITIONS: Final[Mapping[str, Callable[[Bars, Any, bool], Positions]]] = {
+    "sma_crossover": sma_crossover,
+    "rsi_mean_reversion": rsi_mean_reversion,
+    "bollinger_breakout": bollinger_breakout,
+}
 STRATEGIES: Final[Mapping[str, Strategy[Any]]] = {
-    "sma_crossover": Strategy(SmaCrossoverParams, sma_crossover, "fast < slow"),
-    "rsi_mean_reversion": Strategy(RsiMeanReversionParams, rsi_mean_reversion, "lower < upper"),
-    "bollinger_breakout": Strategy(BollingerBreakoutParams, bollinger_breakout),
+    name: Strategy(spec.params, _POSITIONS[name], spec.rule)
+    for name, spec in STRATEGY_PARAMS.items()
 }

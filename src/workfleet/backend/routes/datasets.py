@@ -1,0 +1,70 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse
+
+from workfleet.backend.datasets import DatasetService
+from workfleet.backend.deps import Reader, Submitter, require
+from workfleet.domain.datasets import Dataset
+from workfleet.domain.permissions import Principal
+from workfleet.protocol import DatasetsPage, DatasetView
+
+router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
+MAX_UPLOAD_BYTES = 1 << 30
+# workers fetch datasets with the cluster secret; clients with any role
+Fetcher = Annotated[Principal, Depends(require("read", "report"))]
+
+
+async def _service(request: Request) -> DatasetService:
+    service: DatasetService = request.app.state.datasets
+    return service
+
+
+Datasets = Annotated[DatasetService, Depends(_service)]
+
+
+def _view(dataset: Dataset) -> DatasetView:
+    return DatasetView(
+        symbol=dataset.symbol,
+        timeframe=dataset.timeframe,
+        sha256=dataset.sha256,
+        bars=dataset.bars,
+        first_at=dataset.first_at,
+        last_at=dataset.last_at,
+        size_bytes=dataset.size_bytes,
+        created_at=dataset.created_at,
+    )
+
+
+@router.put(
+    "/{symbol}/{timeframe}",
+    response_model=DatasetView,
+    max_body_size=MAX_UPLOAD_BYTES,
+    openapi_extra={"requestBody": {"content": {"text/csv": {}}, "required": True}},
+)
+async def put_dataset(
+    symbol: str, timeframe: str, request: Request, datasets: Datasets, _: Submitter
+) -> DatasetView:
+    """CSV `timestamp,open,high,low,close,volume`; validated, then the current version."""
+    return _view(await datasets.put(symbol, timeframe, await request.body()))
+
+
+@router.get("", response_model=DatasetsPage)
+async def list_datasets(datasets: Datasets, _: Reader) -> DatasetsPage:
+    return DatasetsPage(items=[_view(d) for d in await datasets.list()])
+
+
+@router.get("/{symbol}/{timeframe}", response_model=DatasetView)
+async def get_dataset(symbol: str, timeframe: str, datasets: Datasets, _: Fetcher) -> DatasetView:
+    return _view(await datasets.get(symbol, timeframe))
+
+
+@router.get("/{symbol}/{timeframe}/content", response_class=FileResponse)
+async def get_content(symbol: str, timeframe: str, datasets: Datasets, _: Fetcher) -> FileResponse:
+    """The canonical CSV; `X-Content-SHA256` says what its bytes must hash to."""
+    dataset = await datasets.get(symbol, timeframe)
+    return FileResponse(
+        datasets.path_of(dataset),
+        media_type="text/csv",
+        headers={"X-Content-SHA256": dataset.sha256},
+    )

@@ -1,0 +1,163 @@
+"""Datasets kept by the backend, fetched and hash-checked by workers, and backtests run on
+the fleet."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workfleet.client import ApiError
+from workfleet.harness.cluster import Cluster
+from workfleet.operations.marketdata import generate, to_csv
+
+SMA = {"strategy": "sma_crossover", "strategy_params": {"fast": 5, "slow": 20}}
+
+
+async def _with_dataset(cluster: Cluster, bars: int = 2000) -> None:
+    async with cluster.client() as client:
+        await client.put_dataset("SYN", "1h", to_csv(generate(bars=bars, timeframe="1h", seed=3)))
+
+
+async def test_a_backtest_runs_on_a_worker_against_a_stored_dataset(cluster: Cluster) -> None:
+    await _with_dataset(cluster)
+    await cluster.start_worker("bt", worker_type="backtesting")
+    await cluster.wait_workers("bt")
+    async with cluster.client() as client:
+        op = await client.submit("backtesting", {"symbol": "SYN", "timeframe": "1h", **SMA})
+        done = await client.wait(op.operation_id, timeout_s=60)
+        again = await client.submit("backtesting", {"symbol": "SYN", "timeframe": "1h", **SMA})
+        repeated = await client.wait(again.operation_id, timeout_s=60)
+    assert done.status == "completed", done.error
+    for key in ("total_return", "sharpe", "max_drawdown", "num_trades", "win_rate", "bars"):
+        assert key in done.result
+    assert done.result["bars"] == 2000
+    assert repeated.result == done.result  # deterministic, and the cached copy is the same data
+    cached = list((cluster.data_dir / "cache" / "datasets").glob("*.csv"))
+    assert len(cached) == 1
+
+
+async def test_a_backtest_goes_only_to_a_backtesting_worker(cluster: Cluster) -> None:
+    await _with_dataset(cluster, bars=500)
+    await cluster.start_worker("tr", worker_type="training")
+    await cluster.wait_workers("tr")
+    async with cluster.client() as client:
+        op = await client.submit("backtesting", {"symbol": "SYN", "timeframe": "1h", **SMA})
+        assert (await client.get(op.operation_id, wait_s=1)).status == "pending"
+        await cluster.start_worker("bt", worker_type="backtesting")
+        done = await client.wait(op.operation_id, timeout_s=60)
+    assert done.status == "completed" and done.worker_id == "bt"
+
+
+async def test_a_backtest_of_a_missing_dataset_fails_saying_so(cluster: Cluster) -> None:
+    await cluster.start_worker("bt", worker_type="backtesting")
+    await cluster.wait_workers("bt")
+    async with cluster.client() as client:
+        op = await client.submit("backtesting", {"symbol": "NOPE", "timeframe": "1d", **SMA})
+        done = await client.wait(op.operation_id, timeout_s=60)
+    assert done.status == "failed"
+    assert "no dataset NOPE 1d" in done.error.message
+
+
+async def test_a_worker_refuses_a_dataset_that_fails_its_hash_check(cluster: Cluster) -> None:
+    await _with_dataset(cluster, bars=300)
+    (stored,) = (cluster.data_dir / "datasets").glob("*.csv")
+    stored.write_bytes(stored.read_bytes().replace(b"1", b"2", 1))  # tampered at rest
+    await cluster.start_worker("bt", worker_type="backtesting")
+    await cluster.wait_workers("bt")
+    async with cluster.client() as client:
+        op = await client.submit("backtesting", {"symbol": "SYN", "timeframe": "1h", **SMA})
+        done = await client.wait(op.operation_id, timeout_s=60)
+    assert done.status == "failed"
+    assert "hash check" in done.error.message
+
+
+async def test_an_invalid_csv_is_refused_naming_the_row_and_nothing_is_stored(
+    cluster: Cluster,
+) -> None:
+    bad = (
+        b"timestamp,open,high,low,close,volume\n"
+        b"2024-01-01T00:00:00Z,10,11,9,10.5,100\n"
+        b"2024-01-01T01:00:00Z,10,9.5,9,10.5,100\n"  # high below the close
+    )
+    async with cluster.client() as client:
+        with pytest.raises(ApiError) as refused:
+            await client.put_dataset("BAD", "1h", bad)
+        listed = await client.datasets()
+    assert refused.value.status == 422
+    assert "line 3" in refused.value.detail
+    assert listed.items == []
+
+
+async def test_bad_backtest_params_are_refused_at_submit_listing_the_strategies(
+    cluster: Cluster,
+) -> None:
+    async with cluster.client() as client:
+        with pytest.raises(ApiError) as refused:
+            await client.submit(
+                "backtesting", {"symbol": "SYN", "timeframe": "1h", "strategy": "moonshot"}
+            )
+    assert refused.value.status == 422
+    assert "sma_crossover" in refused.value.detail and "moonshot" in refused.value.detail
+
+
+async def test_data_and_backtest_from_the_cli(cluster: Cluster) -> None:
+    await cluster.start_worker("bt", worker_type="backtesting")
+    await cluster.wait_workers("bt")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("WORKFLEET_")},
+        "WORKFLEET_BACKEND_URL": cluster.url,
+        "WORKFLEET_API_KEY": cluster.admin_key,
+        "COLUMNS": "200",
+    }
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "workfleet", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    generated = cli(
+        "data", "generate", "--symbol", "CLI", "--timeframe", "15m", "--bars", "3000", "--seed", "5"
+    )
+    assert generated.returncode == 0, generated.stderr
+    assert "3000 bars" in generated.stdout
+    assert "CLI" in cli("data", "list").stdout
+    refused = cli(
+        "submit",
+        "backtest",
+        "--symbol",
+        "CLI",
+        "--timeframe",
+        "15m",
+        "--strategy",
+        "sma_crossover",
+        "--param",
+        "fast=50",
+        "--param",
+        "slow=10",
+    )
+    assert refused.returncode == 2 and "fast (50) must be less than slow (10)" in refused.stderr
+    done = cli(
+        "submit",
+        "backtest",
+        "--symbol",
+        "CLI",
+        "--timeframe",
+        "15m",
+        "--strategy",
+        "rsi_mean_reversion",
+        "--param",
+        "period=10",
+        "--wait",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "total_return" in done.stdout and "completed" in done.stdout
+    missing = cli(
+        "data", "import", str(Path("/nonexistent.csv")), "--symbol", "X", "--timeframe", "1h"
+    )
+    assert missing.returncode == 1 and "no such file" in missing.stderr
