@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from workfleet.domain.artifacts import Artifact
 from workfleet.domain.datasets import Dataset
 from workfleet.domain.errors import Conflict
 from workfleet.domain.operations import ErrorInfo, Lease, Operation, OperationStatus, Requirements
@@ -24,6 +25,7 @@ from workfleet.store import migrations
 from workfleet.store.base import OperationQuery, Store
 from workfleet.store.memory import MemoryStore
 from workfleet.store.sql import SqlStore
+from workfleet.store.tables import SCHEMA_VERSION
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -740,7 +742,8 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_records(tmp_path: 
     await first.add_operation(make_op("op_kept"))
     await first.close()
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-        conn.execute("DROP TABLE datasets")
+        conn.execute("DROP TABLE datasets")  # what version 2 added
+        conn.execute("DROP TABLE artifacts")  # what version 3 added
         conn.execute("UPDATE schema_version SET version = 1")
     migrated = SqlStore(sqlite_url(path))
     await migrated.open()
@@ -751,4 +754,27 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_records(tmp_path: 
     finally:
         await migrated.close()
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+# ---- artifacts ----------------------------------------------------------------------------------
+
+
+def make_artifact(
+    operation_id: str = "op1", name: str = "trades.json", attempt: int = 1
+) -> Artifact:
+    return Artifact(operation_id, name, attempt, sha256="c" * 64, size_bytes=42, created_at=at(3))
+
+
+async def test_artifacts_are_listed_per_operation_by_name(store: Store) -> None:
+    await store.save_artifact(make_artifact(name="trades.json"))
+    await store.save_artifact(make_artifact(name="equity.csv"))
+    await store.save_artifact(make_artifact("op2", name="other.bin"))
+    assert [a.name for a in await store.list_artifacts("op1")] == ["equity.csv", "trades.json"]
+    assert await store.list_artifacts("op3") == []
+
+
+async def test_an_artifact_saved_again_under_its_name_is_replaced(store: Store) -> None:
+    await store.save_artifact(make_artifact(attempt=1))
+    await store.save_artifact(make_artifact(attempt=2))
+    assert [a.attempt for a in await store.list_artifacts("op1")] == [2]

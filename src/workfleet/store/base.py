@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from workfleet.domain.artifacts import Artifact
 from workfleet.domain.datasets import Dataset
 from workfleet.domain.operations import Operation, OperationStatus
 from workfleet.domain.workers import Worker
@@ -68,3 +69,9 @@ class Store(Protocol):
     async def get_dataset(self, symbol: str, timeframe: str) -> Dataset | None: ...
 
     async def list_datasets(self) -> list[Dataset]: ...
+
+    async def save_artifact(self, artifact: Artifact) -> None:
+        """Record (or replace) the artifact of that name for its operation."""
+
+    async def list_artifacts(self, operation_id: str) -> list[Artifact]:
+        """By name."""

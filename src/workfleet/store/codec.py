@@ -3,6 +3,7 @@
 from dataclasses import asdict
 from typing import Any
 
+from workfleet.domain.artifacts import Artifact
 from workfleet.domain.datasets import Dataset
 from workfleet.domain.operations import ErrorInfo, Lease, Operation, Requirements
 from workfleet.domain.workers import Capabilities, Worker
@@ -124,6 +125,17 @@ def dataset_from_row(row: Any) -> Dataset:
         bars=row.bars,
         first_at=row.first_at,
         last_at=row.last_at,
+        size_bytes=row.size_bytes,
+        created_at=row.created_at,
+    )
+
+
+def artifact_from_row(row: Any) -> Artifact:
+    return Artifact(
+        operation_id=row.operation_id,
+        name=row.name,
+        attempt=row.attempt,
+        sha256=row.sha256,
         size_bytes=row.size_bytes,
         created_at=row.created_at,
     )

@@ -4,6 +4,7 @@ from dataclasses import replace
 from datetime import datetime
 from types import SimpleNamespace
 
+from workfleet.domain.artifacts import Artifact
 from workfleet.domain.datasets import Dataset
 from workfleet.domain.errors import Conflict, NotFound
 from workfleet.domain.operations import Operation
@@ -20,6 +21,7 @@ class MemoryStore:
         self._workers: dict[str, Worker] = {}
         self._api_keys: dict[str, ApiKey] = {}
         self._datasets: dict[tuple[str, str], Dataset] = {}
+        self._artifacts: dict[tuple[str, str], Artifact] = {}
         self._seq = 0
 
     async def open(self) -> None:
@@ -112,6 +114,12 @@ class MemoryStore:
 
     async def list_datasets(self) -> list[Dataset]:
         return [self._datasets[key] for key in sorted(self._datasets)]
+
+    async def save_artifact(self, artifact: Artifact) -> None:
+        self._artifacts[(artifact.operation_id, artifact.name)] = artifact
+
+    async def list_artifacts(self, operation_id: str) -> list[Artifact]:
+        return [a for key, a in sorted(self._artifacts.items()) if key[0] == operation_id]
 
 
 def _matches(op: Operation, query: OperationQuery) -> bool:

@@ -14,8 +14,12 @@ def _add_datasets(conn: sa.Connection) -> None:
     tables.datasets.create(conn)
 
 
+def _add_artifacts(conn: sa.Connection) -> None:
+    tables.artifacts.create(conn)
+
+
 # STEPS[n] moves a database from version n to n + 1.
-STEPS: dict[int, Step] = {1: _add_datasets}
+STEPS: dict[int, Step] = {1: _add_datasets, 2: _add_artifacts}
 
 
 class SchemaTooNew(RuntimeError):

@@ -11,12 +11,14 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import structlog
 
+from workfleet.domain.artifacts import Artifact
 from workfleet.domain.datasets import Dataset
 from workfleet.domain.errors import Conflict, NotFound, WorkfleetError
 from workfleet.domain.operations import TERMINAL, Operation
@@ -24,7 +26,7 @@ from workfleet.domain.workers import Worker
 from workfleet.security.api_keys import ApiKey
 from workfleet.store import codec, migrations
 from workfleet.store.base import MAX_PAGE, OperationQuery
-from workfleet.store.tables import api_keys, datasets, operations, workers
+from workfleet.store.tables import api_keys, artifacts, datasets, operations, workers
 
 T = TypeVar("T")
 # Built once: SQLAlchemy then reuses the compiled SQL (building a 25-column statement per write
@@ -314,3 +316,26 @@ class SqlStore:
         query = sa.select(datasets).order_by(datasets.c.symbol, datasets.c.timeframe)
         rows = await self._read(lambda conn: conn.execute(query).all())
         return [codec.dataset_from_row(row) for row in rows]
+
+    # ---- artifacts ----------------------------------------------------------------------------
+
+    async def save_artifact(self, artifact: Artifact) -> None:
+        row = asdict(artifact)
+        key = (artifacts.c.operation_id == artifact.operation_id) & (
+            artifacts.c.name == artifact.name
+        )
+
+        def _upsert(conn: sa.Connection) -> None:
+            if conn.execute(artifacts.update().where(key).values(**row)).rowcount == 0:
+                conn.execute(artifacts.insert().values(**row))
+
+        await self._writer.submit(_upsert)
+
+    async def list_artifacts(self, operation_id: str) -> list[Artifact]:
+        query = (
+            sa.select(artifacts)
+            .where(artifacts.c.operation_id == operation_id)
+            .order_by(artifacts.c.name)
+        )
+        rows = await self._read(lambda conn: conn.execute(query).all())
+        return [codec.artifact_from_row(row) for row in rows]

@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class UtcDateTime(sa.types.TypeDecorator[datetime]):
@@ -105,6 +105,17 @@ datasets = sa.Table(
     sa.Column("bars", sa.Integer, nullable=False),
     sa.Column("first_at", UtcDateTime, nullable=False),
     sa.Column("last_at", UtcDateTime, nullable=False),
+    sa.Column("size_bytes", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+artifacts = sa.Table(
+    "artifacts",
+    metadata,
+    sa.Column("operation_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("size_bytes", sa.Integer, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
 )
