@@ -1,5 +1,6 @@
 """A typed async client of the backend API (the CLI, tests and benchmarks use it)."""
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
@@ -8,6 +9,7 @@ from typing import Any, Self
 import httpx
 
 from workfleet.protocol import (
+    ArtifactsPage,
     DatasetsPage,
     DatasetView,
     KeyCreated,
@@ -211,6 +213,20 @@ class Client:
         return DatasetsPage.model_validate_json(
             (await self._call("GET", "/api/v1/datasets")).content
         )
+
+    async def artifacts(self, operation_id: str) -> ArtifactsPage:
+        response = await self._call("GET", f"/api/v1/operations/{operation_id}/artifacts")
+        return ArtifactsPage.model_validate_json(response.content)
+
+    async def artifact(self, operation_id: str, name: str) -> bytes:
+        """The bytes, checked against the SHA-256 the backend recorded."""
+        response = await self._call(
+            "GET", f"/api/v1/operations/{operation_id}/artifacts/{name}", timeout=600
+        )
+        expected = response.headers.get("X-Content-SHA256", "")
+        if hashlib.sha256(response.content).hexdigest() != expected:
+            raise ApiError(502, f"artifact {name} arrived damaged (its SHA-256 does not match)")
+        return response.content
 
     async def create_key(self, role: str, name: str) -> KeyCreated:
         response = await self._call("POST", "/api/v1/keys", json={"role": role, "name": name})

@@ -289,6 +289,21 @@ class DatasetsPage(BaseModel):
     items: list[DatasetView]
 
 
+# ---- artifacts --------------------------------------------------------------------------------
+
+
+class ArtifactView(BaseModel):
+    name: str
+    attempt: int
+    sha256: str
+    size_bytes: int
+    created_at: datetime
+
+
+class ArtifactsPage(BaseModel):
+    items: list[ArtifactView]
+
+
 # ---- keys and misc ----------------------------------------------------------------------------
 
 

@@ -1,11 +1,13 @@
 """Datasets kept by the backend, fetched and hash-checked by workers, and backtests run on
 the fleet."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from workfleet.client import ApiError
@@ -161,3 +163,52 @@ async def test_data_and_backtest_from_the_cli(cluster: Cluster) -> None:
         "data", "import", str(Path("/nonexistent.csv")), "--symbol", "X", "--timeframe", "1h"
     )
     assert missing.returncode == 1 and "no such file" in missing.stderr
+
+
+async def test_a_backtest_keeps_its_equity_curve_and_trades_as_artifacts(cluster: Cluster) -> None:
+    await _with_dataset(cluster, bars=1000)
+    await cluster.start_worker("bt", worker_type="backtesting")
+    await cluster.wait_workers("bt")
+    async with cluster.client() as client:
+        op = await client.submit("backtesting", {"symbol": "SYN", "timeframe": "1h", **SMA})
+        done = await client.wait(op.operation_id, timeout_s=60)
+        listed = await client.artifacts(op.operation_id)
+        curve = await client.artifact(op.operation_id, "equity_curve.csv")
+        trades = json.loads(await client.artifact(op.operation_id, "trades.json"))
+    assert done.status == "completed"
+    assert [a.name for a in listed.items] == ["equity_curve.csv", "trades.json"]
+    assert all(a.attempt == 1 for a in listed.items)
+    rows = curve.decode().splitlines()
+    assert rows[0] == "timestamp,equity" and len(rows) == 1001
+    assert float(rows[-1].split(",")[1]) == pytest.approx(
+        10_000 * (1 + done.result["total_return"])
+    )
+    assert len(trades) == done.result["num_trades"]
+
+
+async def test_an_artifact_upload_without_the_current_lease_is_refused(cluster: Cluster) -> None:
+    async with cluster.client() as client:
+        op = await client.submit("diagnostic", {"action": "noop"})  # no worker: never leased
+    async with httpx.AsyncClient(base_url=cluster.url, trust_env=False) as http:
+        refused = await http.put(
+            f"/api/v1/operations/{op.operation_id}/artifacts/x.bin",
+            content=b"zombie",
+            headers={
+                "Authorization": f"Bearer {cluster.token}",
+                "X-Lease-Attempt": "1",
+                "X-Lease-Token": "not-the-lease",
+            },
+        )
+        client_refused = await http.put(
+            f"/api/v1/operations/{op.operation_id}/artifacts/x.bin",
+            content=b"x",
+            headers={
+                "Authorization": f"Bearer {cluster.admin_key}",
+                "X-Lease-Attempt": "1",
+                "X-Lease-Token": "not-the-lease",
+            },
+        )
+    async with cluster.client() as client:
+        assert (await client.artifacts(op.operation_id)).items == []
+    assert refused.status_code == 409
+    assert client_refused.status_code == 403  # only workers upload

@@ -12,13 +12,14 @@ from fastapi import FastAPI
 
 from workfleet import __version__
 from workfleet.api_errors import map_domain_errors
+from workfleet.backend.artifacts import ArtifactService
 from workfleet.backend.auth import Authenticator
 from workfleet.backend.datasets import DatasetService
 from workfleet.backend.dispatcher import Dispatcher
 from workfleet.backend.gateway import HttpWorkerGateway, WorkerGateway
 from workfleet.backend.health import HealthMonitor
 from workfleet.backend.orchestrator import Orchestrator, OrchestratorConfig, utc_now
-from workfleet.backend.routes import datasets, keys, operations, system, workers
+from workfleet.backend.routes import artifacts, datasets, keys, operations, system, workers
 from workfleet.backend.sessions import SessionHub
 from workfleet.domain.workers import LivenessPolicy
 from workfleet.observability.metrics import BackendMetrics
@@ -108,9 +109,13 @@ def create_app(
     app.state.authenticator = Authenticator(settings.auth_mode, settings.cluster_secrets, store)
     app.state.sessions = SessionHub(on_drop=monitor.probe_soon)
     app.state.datasets = DatasetService(store, settings.data_dir / "datasets", clock)
+    app.state.artifacts = ArtifactService(
+        store, settings.data_dir / "artifacts", clock, orchestrator.check_lease
+    )
     orchestrator.on_worker_removed = app.state.sessions.end
     for router in (
         operations.router,
+        artifacts.router,
         workers.router,
         datasets.router,
         keys.router,

@@ -336,6 +336,13 @@ class Orchestrator:
         await self._finish(finished)
         return finished
 
+    def check_lease(self, operation_id: str, lease: Lease) -> None:
+        """Uploads (artifacts) are accepted only under the current lease of a live operation."""
+        op = self.active.get(operation_id)
+        if op is None or op.lease != lease:
+            self.metrics.stale_reports.labels("artifact").inc()
+            raise StaleLease(operation_id)
+
     # ---- registry -----------------------------------------------------------------------------
 
     async def register(self, reg: Registration) -> tuple[Worker, list[str]]:

@@ -233,6 +233,39 @@ async def _cancel(client: Client, *, operation_id: str) -> None:
     out.print(f"{operation_id}: {said}")
 
 
+@ops_app.command("artifacts")
+def ops_artifacts(
+    operation_id: str,
+    download: Path | None = typer.Option(None, "--download", help="Save them into this folder"),
+    backend_url: str | None = BackendUrl,
+    api_key: str | None = ApiKey,
+    data_dir: Path | None = DataDir,
+) -> None:
+    """Files an operation produced (e.g. a backtest's equity curve and trades)."""
+    _artifacts(backend_url, api_key, data_dir, operation_id=operation_id, download=download)
+
+
+@with_client
+async def _artifacts(client: Client, *, operation_id: str, download: Path | None) -> None:
+    page = await client.artifacts(operation_id)
+    table = Table("name", "bytes", "attempt", "sha256")
+    for artifact in page.items:
+        table.add_row(
+            artifact.name, str(artifact.size_bytes), str(artifact.attempt), artifact.sha256[:16]
+        )
+        if download is not None:
+            data = await client.artifact(operation_id, artifact.name)
+            await asyncio.to_thread(_save, download / artifact.name, data)
+    out.print(table)
+    if download is not None:
+        out.print(f"saved {len(page.items)} file(s) to {download}")
+
+
+def _save(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
 @ops_app.command("watch")
 def ops_watch(
     operation_id: str,

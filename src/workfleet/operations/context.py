@@ -19,5 +19,8 @@ class OperationContext(Protocol):
 
     def raise_if_cancelled(self) -> None: ...
 
+    def write_artifact(self, name: str, data: bytes) -> None:
+        """Keep a file with the operation (equity curve, trade list, model), under its lease."""
+
     def dataset(self, symbol: str, timeframe: str) -> Any:
         """The bars of a market dataset (a pandas DataFrame indexed by UTC timestamp)."""

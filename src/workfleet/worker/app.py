@@ -35,10 +35,11 @@ from workfleet.protocol import (
 from workfleet.security.tokens import auth_header, matches_any
 from workfleet.settings import WorkerSettings
 from workfleet.worker.agent import Agent
+from workfleet.worker.artifacts import ArtifactUploader
 from workfleet.worker.datasets import DatasetCache
 from workfleet.worker.execution_log import ExecutionLog
 from workfleet.worker.reporter import Reporter
-from workfleet.worker.runner import JobEvent, Runner
+from workfleet.worker.runner import Job, JobEvent, Runner
 from workfleet.worker.service import Identity, WorkerService
 
 log = structlog.get_logger(__name__)
@@ -142,11 +143,16 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
         cache: DatasetCache = app.state.dataset_cache
         return await cache.path(symbol, timeframe)
 
+    async def upload_artifact(job: Job, name: str, path: Path) -> None:
+        uploader: ArtifactUploader = app.state.uploader
+        await uploader.upload(job.operation_id, job.lease, name, path)
+
     runner = Runner(
         settings.slots,
         cancel_grace_s=settings.cancel_grace_s,
         on_event=on_job_event,
         fetch_dataset=fetch_dataset,
+        upload_artifact=upload_artifact,
     )
     service = WorkerService(
         identity_from(settings, offered), runner, {name: types[name] for name in offered}
@@ -179,6 +185,7 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
         )
         app.state.agent = agent
         app.state.dataset_cache = DatasetCache(client, settings.data_dir / "cache" / "datasets")
+        app.state.uploader = ArtifactUploader(client)
         await runner.start()
 
         async def register_when_bound() -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import queue
 import signal
+import tempfile
 import threading
 import time
 import traceback
@@ -73,6 +74,14 @@ class _Context:
 
     def cancelled(self) -> bool:
         return self._cancel.is_set()
+
+    def write_artifact(self, name: str, data: bytes) -> None:
+        """Handed to the worker process, which uploads it under this attempt's lease before it
+        reports the outcome."""
+        fd, path = tempfile.mkstemp(prefix="workfleet-artifact-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        self._send(("artifact", self.operation_id, name, path))
 
     def raise_if_cancelled(self) -> None:
         if self._cancel.is_set():

@@ -45,6 +45,7 @@ class Job:
     started_at: float | None = None
     accepted_mono: float = field(default_factory=time.monotonic)
     silent: bool = False  # handed back at shutdown: its end is not an outcome
+    uploads: list["asyncio.Task[None]"] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +101,13 @@ class Runner:
         cancel_grace_s: float,
         on_event: Callable[[JobEvent], None],
         fetch_dataset: Callable[[str, str], Awaitable[Path]],
+        upload_artifact: Callable[[Job, str, Path], Awaitable[None]],
     ) -> None:
         self.slots = slots
         self._cancel_grace_s = cancel_grace_s
         self._on_event = on_event
         self._fetch_dataset = fetch_dataset
+        self._upload_artifact = upload_artifact
         self._executors: list[_Executor] = []
         self.jobs: dict[str, Job] = {}
         self._stopping = False
@@ -212,9 +215,7 @@ class Runner:
 
     def _respawn(self) -> None:
         if not self._stopping:
-            task = asyncio.get_running_loop().create_task(self._spawn())
-            self._spawning.add(task)
-            task.add_done_callback(self._spawning.discard)
+            self._background(self._spawn())
 
     def _on_message(self, executor: _Executor, message: tuple[Any, ...]) -> None:
         job = executor.job
@@ -230,12 +231,28 @@ class Runner:
             _, _, outcome, result, error, progress = message
             executor.job = None
             job.progress = progress or job.progress
-            self._finish(job, outcome, result, error)
+            if job.uploads:  # the outcome is reported once its artifacts are stored
+                self._background(self._finish_after_uploads(job, outcome, result, error))
+            else:
+                self._finish(job, outcome, result, error)
             self._next_for(executor)
+        elif message[0] == "artifact":
+            _, _, name, path = message
+            job.uploads.append(self._background(self._upload_artifact(job, name, Path(path))))
         elif message[0] == "dataset":
-            task = asyncio.get_running_loop().create_task(self._serve_dataset(executor, message))
-            self._spawning.add(task)
-            task.add_done_callback(self._spawning.discard)
+            self._background(self._serve_dataset(executor, message))
+
+    def _background(self, work: Awaitable[None]) -> "asyncio.Task[None]":
+        task = asyncio.ensure_future(work)
+        self._spawning.add(task)
+        task.add_done_callback(self._spawning.discard)
+        return task
+
+    async def _finish_after_uploads(
+        self, job: Job, outcome: str, result: Any, error: dict[str, Any] | None
+    ) -> None:
+        await asyncio.gather(*job.uploads, return_exceptions=True)
+        self._finish(job, outcome, result, error)
 
     async def _serve_dataset(self, executor: _Executor, message: tuple[Any, ...]) -> None:
         _, _, request_id, symbol, timeframe = message
