@@ -17,7 +17,7 @@ import pytest
 from workfleet.backend.admission import Submission
 from workfleet.backend.gateway import DispatchResult, HealthCheckFailed
 from workfleet.backend.health import CheckResult, HealthMonitor
-from workfleet.backend.orchestrator import Orchestrator, OrchestratorConfig
+from workfleet.backend.orchestrator import REFUSAL_COOLDOWN_S, Orchestrator, OrchestratorConfig
 from workfleet.domain.errors import (
     Conflict,
     Forbidden,
@@ -50,6 +50,10 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+    def mono(self) -> float:
+        """The same fake time, as the orchestrator's monotonic seconds."""
+        return (self.now - T0).total_seconds()
 
 
 class FakeFleet:
@@ -245,6 +249,7 @@ async def make_rig() -> AsyncIterator[MakeRig]:
             config=settings,
             metrics=metrics,
             clock=clock,
+            monotonic=clock.mono,
         )
         rig = Rig(orch, store, fleet, clock, metrics, settings)
         made.append(rig)
@@ -1265,3 +1270,16 @@ async def test_after_a_restart_a_cancel_requested_operation_without_a_lease_is_c
     await rig.orch.start()
     await rig.settle()
     assert (await rig.orch.get("op_half_cancelled")).status == "cancelled"
+
+
+async def test_a_worker_that_refused_a_dispatch_is_skipped_until_its_cooldown_passes(
+    rig: Rig,
+) -> None:
+    await rig.register("w1")
+    await rig.submit()
+    rig.fleet.next_results["w1"] = [DispatchResult("refused", "HTTP 409: no free slot")]
+    await rig.dispatch_next()
+    assert rig.orch.next_assignment() is None  # the only worker cools down
+    rig.clock.advance(REFUSAL_COOLDOWN_S + 0.01)
+    assignment = rig.orch.next_assignment()
+    assert assignment is not None and assignment[1].worker_id == "w1"

@@ -97,12 +97,14 @@ class Orchestrator:
         config: OrchestratorConfig,
         metrics: BackendMetrics,
         clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.gateway = gateway
         self.config = config
         self.metrics = metrics
         self.clock = clock
+        self.monotonic = monotonic  # for durations (grace periods, cooldowns): never jumps
         self.operation_types = operation_types
         self.placement = POLICIES[config.placement]
         self.active: dict[str, Operation] = {}
@@ -128,7 +130,7 @@ class Orchestrator:
         """Rebuild the live state after a (re)start: workers, then unfinished operations."""
         for worker in await self.store.load_workers():
             self.workers[worker.worker_id] = worker
-        now_mono = time.monotonic()
+        now_mono = self.monotonic()
         for op in await self.store.unfinished_operations():
             self._remember(op)
             if op.lease is None:
@@ -450,7 +452,7 @@ class Orchestrator:
         """Take the highest-priority operation some worker can run now and reserve its slot."""
         now = self.clock()
         best: tuple[tuple[int, int], Any, Worker] | None = None
-        now_mono = time.monotonic()
+        now_mono = self.monotonic()
         workers = [
             w for w in self.workers.values() if self._refused_until.get(w.worker_id, 0) <= now_mono
         ]
@@ -474,7 +476,7 @@ class Orchestrator:
         self.workers[worker.worker_id] = replace(
             self.workers[worker.worker_id], last_dispatch_seq=next(self._dispatch_seq)
         )
-        self._assigned_mono[op.operation_id] = time.monotonic()
+        self._assigned_mono[op.operation_id] = self.monotonic()
         self._persist(assigned)
         return assigned, self.workers[worker.worker_id]
 
@@ -497,7 +499,7 @@ class Orchestrator:
         self.metrics.dispatch_failures.labels(reason).inc()
         worker_id = op.worker_id or ""
         if reason == "refused":  # our view of it is stale (full, draining): leave it alone a bit
-            self._refused_until[worker_id] = time.monotonic() + REFUSAL_COOLDOWN_S
+            self._refused_until[worker_id] = self.monotonic() + REFUSAL_COOLDOWN_S
             asyncio.get_running_loop().call_later(REFUSAL_COOLDOWN_S, self.on_work)
         if certain and op.status == "pending":
             self._release(worker_id, operation_id)
@@ -533,7 +535,7 @@ class Orchestrator:
     ) -> list[str]:
         """Apply domain.reconcile: adopt what is confirmed, lose what is gone; the ids returned
         are what the worker must stop."""
-        horizon = time.monotonic() - self.config.dispatch_timeout_s
+        horizon = self.monotonic() - self.config.dispatch_timeout_s
         reserved = self.workers[worker_id].reserved
         answer = reconcile(
             worker_id,
@@ -623,7 +625,7 @@ class Orchestrator:
 
     async def _finished(self, op: Operation, persisted: "asyncio.Task[None]") -> None:
         await persisted
-        self._finished_mono.append(time.monotonic())
+        self._finished_mono.append(self.monotonic())
         self.metrics.completed.labels(op.operation_type, op.status).inc()
         log.info(
             "operation_finished",
@@ -688,7 +690,7 @@ class Orchestrator:
         return await self.get(operation_id)
 
     def _retry_after(self) -> int:
-        horizon = time.monotonic() - 60.0
+        horizon = self.monotonic() - 60.0
         return retry_after_s(sum(1 for t in self._finished_mono if t >= horizon))
 
     def _spawn_cancel(self, worker_id: str, op: Operation) -> None:
