@@ -22,13 +22,7 @@ Artifacts = Annotated[ArtifactService, Depends(_service)]
 
 
 def _view(artifact: Artifact) -> ArtifactView:
-    return ArtifactView(
-        name=artifact.name,
-        attempt=artifact.attempt,
-        sha256=artifact.sha256,
-        size_bytes=artifact.size_bytes,
-        created_at=artifact.created_at,
-    )
+    return ArtifactView.model_validate(artifact, from_attributes=True)
 
 
 @router.put(

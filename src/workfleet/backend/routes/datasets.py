@@ -24,16 +24,7 @@ Datasets = Annotated[DatasetService, Depends(_service)]
 
 
 def _view(dataset: Dataset) -> DatasetView:
-    return DatasetView(
-        symbol=dataset.symbol,
-        timeframe=dataset.timeframe,
-        sha256=dataset.sha256,
-        bars=dataset.bars,
-        first_at=dataset.first_at,
-        last_at=dataset.last_at,
-        size_bytes=dataset.size_bytes,
-        created_at=dataset.created_at,
-    )
+    return DatasetView.model_validate(dataset, from_attributes=True)
 
 
 @router.put(
