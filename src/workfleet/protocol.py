@@ -7,7 +7,8 @@ Backend and worker meet only through these models. Unknown fields are refused on
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from workfleet.domain.operations import GpuRequirement, OperationStatus, Outcome
 from workfleet.domain.workers import WorkerStatus
@@ -129,19 +130,32 @@ class RunningOperation(Request):
 class WorkerRegistration(Request):
     worker_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
     worker_type: str = Field(min_length=1, max_length=64)
-    endpoint_url: str = Field(pattern=r"^https?://")
+    endpoint_url: str = Field(pattern=r"^https?://", max_length=512)
     capabilities: CapabilitiesModel = Field(default_factory=CapabilitiesModel)
     operation_types: list[str]
     instance_id: str = Field(min_length=1, max_length=64)
     accepted_seq: int = Field(0, ge=0)
     running_operations: list[RunningOperation] = Field(default_factory=list)
 
+    @field_validator("endpoint_url")
+    @classmethod
+    def _reachable_form(cls, url: str) -> str:
+        """A URL the backend can call later: a host, and a port if one is given."""
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"not a usable URL: {exc}") from exc
+        if not parsed.host:
+            raise ValueError("the URL has no host")
+        return url
+
 
 class RegistrationAccepted(BaseModel):
     worker_id: str
     status: WorkerStatus
-    stop_operations: list[str] = Field(
-        description="operations the worker reported that it must stop: their lease is not current"
+    stop_operations: list[RunningOperation] = Field(
+        description="attempts the worker reported that it must stop (lease not current, or a "
+        "cancel was requested); only those exact leases"
     )
 
 

@@ -34,6 +34,7 @@ from workfleet.domain.workers import Capabilities, LivenessPolicy, Worker
 from workfleet.observability.metrics import BackendMetrics
 from workfleet.operations.registry import load_operation_types
 from workfleet.protocol import DispatchRequest, LeaseModel, RunningOperation, WorkerHealth
+from workfleet.store.base import OperationQuery
 from workfleet.store.memory import MemoryStore
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -158,7 +159,7 @@ class Rig:
                 running=running,
             )
         )
-        return stop
+        return [item.operation_id for item in stop]  # the ids; leases are checked on the worker
 
     async def submit(
         self,
@@ -1283,3 +1284,43 @@ async def test_a_worker_that_refused_a_dispatch_is_skipped_until_its_cooldown_pa
     rig.clock.advance(REFUSAL_COOLDOWN_S + 0.01)
     assignment = rig.orch.next_assignment()
     assert assignment is not None and assignment[1].worker_id == "w1"
+
+
+async def test_a_lost_dispatch_answer_does_not_undo_an_attempt_the_worker_already_confirmed(
+    rig: Rig,
+) -> None:
+    """The worker's own progress report made it running; the dispatch POST then timed out."""
+    await rig.register("w1")
+    await rig.submit()
+    op, _ = rig.orch.next_assignment()  # type: ignore[misc]
+    await rig.orch.report_progress(
+        op.operation_id, lease_of(op), {"percentage": 5.0}, started_at=None
+    )
+    rig.orch.dispatch_failed(op.operation_id, lease_of(op), certain=False, reason="unconfirmed")
+    after = rig.orch.active[op.operation_id]
+    assert after.status == "running" and after.lease == op.lease and after.losses == 0
+    assert rig.fleet.cancels == []
+
+
+async def test_a_batch_repeating_an_idempotency_key_is_refused_whole(rig: Rig) -> None:
+    with pytest.raises(InvalidRequest, match="repeated"):
+        await rig.orch.submit_many([(NOOP, "k1"), (NOOP, "k2"), (NOOP, "k1")], owner="alice")
+    assert (await rig.store.list_operations(OperationQuery()))[0] == []
+
+
+async def test_a_batch_reusing_a_key_for_another_request_is_refused_whole(rig: Rig) -> None:
+    await rig.submit(key="used")
+    other = Submission("diagnostic", {"action": "fail"})
+    with pytest.raises(Conflict):
+        await rig.orch.submit_many([(NOOP, "fresh"), (other, "used")], owner="alice")
+    assert len((await rig.store.list_operations(OperationQuery()))[0]) == 1
+
+
+async def test_a_cancelled_outcome_nobody_asked_for_is_refused(rig: Rig) -> None:
+    await rig.register("w1")
+    await rig.submit()
+    op = await rig.dispatch_next()
+    assert op is not None
+    with pytest.raises(Conflict):
+        await rig.orch.report_completion(op.operation_id, lease_of(op), "cancelled")
+    assert rig.orch.active[op.operation_id].status == "running"

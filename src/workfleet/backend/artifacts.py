@@ -32,10 +32,7 @@ class ArtifactService:
     async def put(self, operation_id: str, lease: Lease, name: str, data: bytes) -> Artifact:
         check_name(name)
         self._check_lease(operation_id, lease)
-        sha256 = hashlib.sha256(data).hexdigest()
-        target = self.path_of(sha256)
-        if not target.exists():  # content-addressed: the same bytes are already there
-            await anyio.to_thread.run_sync(write_atomically, target, data)
+        sha256 = await anyio.to_thread.run_sync(self._store_bytes, data)
         self._check_lease(operation_id, lease)  # still current after the (slow) write
         artifact = Artifact(operation_id, name, lease.attempt, sha256, len(data), self._clock())
         await self._store.save_artifact(artifact)
@@ -49,6 +46,14 @@ class ArtifactService:
             if artifact.name == name:
                 return artifact
         raise NotFound(f"operation {operation_id} has no artifact {name!r}")
+
+    def _store_bytes(self, data: bytes) -> str:
+        """Hash and write off the event loop (artifacts can be large)."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        target = self.path_of(sha256)
+        if not target.exists():  # content-addressed: the same bytes are already there
+            write_atomically(target, data)
+        return sha256
 
     def path_of(self, sha256: str) -> Path:
         return self._directory / sha256

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from workfleet.backend.gateway import WorkerGateway
+from workfleet.backend.gateway import DispatchResult, WorkerGateway
 from workfleet.backend.orchestrator import Orchestrator
 from workfleet.domain.operations import Operation
 from workfleet.domain.workers import Worker
@@ -42,10 +42,14 @@ class Dispatcher:
         """One request per worker, however many of its slots were filled in this round."""
         worker = group[-1][1]
         requests = [_request(op) for op, _ in group]
-        if len(requests) == 1:
-            results = [await self._gateway.dispatch(worker, requests[0])]
-        else:
-            results = await self._gateway.dispatch_many(worker, requests)
+        try:
+            if len(requests) == 1:
+                results = [await self._gateway.dispatch(worker, requests[0])]
+            else:
+                results = await self._gateway.dispatch_many(worker, requests)
+        except Exception as exc:  # never leave an attempt pending with its slot held
+            log.exception("dispatch_crashed", worker_id=worker.worker_id)
+            results = [DispatchResult("unconfirmed", f"{type(exc).__name__}: {exc}")] * len(group)
         for (op, _), result in zip(group, results, strict=True):
             assert op.lease is not None
             if result.kind == "accepted":

@@ -73,7 +73,7 @@ class HttpWorkerGateway:
             response = await self._client.post(
                 url, content=request.model_dump_json(), headers={"Content-Type": "application/json"}
             )
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.InvalidURL) as exc:
             return DispatchResult("unreachable", f"{type(exc).__name__}: {exc}")
         except httpx.HTTPError as exc:
             return DispatchResult("unconfirmed", f"{type(exc).__name__}: {exc}")
@@ -97,7 +97,7 @@ class HttpWorkerGateway:
             response = await self._client.post(
                 url, content=body, headers={"Content-Type": "application/json"}
             )
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.InvalidURL) as exc:
             return [DispatchResult("unreachable", f"{type(exc).__name__}: {exc}")] * len(requests)
         except httpx.HTTPError as exc:
             return [DispatchResult("unconfirmed", f"{type(exc).__name__}: {exc}")] * len(requests)
@@ -113,7 +113,7 @@ class HttpWorkerGateway:
         body = CancelRequest(lease=LeaseModel(attempt=lease.attempt, token=lease.token))
         url = f"{worker.endpoint_url}/api/v1/operations/{operation_id}/cancel"
         # On failure the next health check reports the operation again and the cancel is re-sent.
-        with contextlib.suppress(httpx.HTTPError):
+        with contextlib.suppress(httpx.HTTPError, httpx.InvalidURL):
             await self._client.post(
                 url, content=body.model_dump_json(), headers={"Content-Type": "application/json"}
             )
@@ -127,7 +127,7 @@ class HttpWorkerGateway:
                 # A pooled connection the worker's death (or restart) closed: ask again on a new
                 # one, whose fate (refused or not) is the real answer.
                 response = await self._fresh.get(url, timeout=timeout_s)
-        except httpx.ConnectError as exc:
+        except (httpx.ConnectError, httpx.InvalidURL) as exc:
             raise HealthCheckFailed(f"connection failed: {exc}", refused=True) from exc
         except httpx.HTTPError as exc:
             raise HealthCheckFailed(f"{type(exc).__name__}: {exc}", refused=False) from exc

@@ -47,9 +47,13 @@ class HealthMonitor:
     async def check_all(self) -> None:
         worker_ids = list(self._orchestrator.workers)
         if worker_ids:
-            await asyncio.gather(
-                *(self.check(worker_id, self._timeout_s) for worker_id in worker_ids)
+            outcomes = await asyncio.gather(
+                *(self.check(worker_id, self._timeout_s) for worker_id in worker_ids),
+                return_exceptions=True,
             )
+            for worker_id, outcome in zip(worker_ids, outcomes, strict=True):
+                if isinstance(outcome, BaseException):  # one surprise must not stop the round
+                    log.error("health_check_crashed", worker_id=worker_id, error=repr(outcome))
 
     async def check(self, worker_id: str, timeout_s: float) -> CheckResult:
         worker = self._orchestrator.workers.get(worker_id)

@@ -216,6 +216,7 @@ class Orchestrator:
                 validated_params(submission, self.operation_types, self.workers.values())
             except InvalidRequest as exc:
                 raise InvalidRequest(f"operations[{index}]: {exc}") from exc
+        await self._check_batch_keys(submissions, owner)
         if len(self.queue) + len(submissions) > self.config.max_pending:
             self.metrics.rejected_submits.labels("queue_full").inc()
             raise QueueFull(len(self.queue), self._retry_after())
@@ -223,6 +224,30 @@ class Orchestrator:
             *(self.submit(s, owner=owner, idempotency_key=key) for s, key in submissions)
         )
         return [op for op, _ in accepted]
+
+    async def _check_batch_keys(
+        self, submissions: list[tuple[Submission, str | None]], owner: str
+    ) -> None:
+        """Refuse the whole batch before anything is stored if one key is repeated in it or was
+        used before for a different request."""
+        seen: set[str] = set()
+        for index, (submission, key) in enumerate(submissions):
+            if key is None:
+                continue
+            if key in seen:
+                raise InvalidRequest(f"operations[{index}]: Idempotency-Key {key!r} repeated")
+            seen.add(key)
+            hashed = request_hash(
+                submission,
+                validated_params(submission, self.operation_types, self.workers.values()),
+            )
+            earlier = await self._live_by_key(owner, key) or await self.store.find_operation_by_key(
+                owner, key
+            )
+            if earlier is not None and earlier.request_hash != hashed:
+                raise Conflict(
+                    f"operations[{index}]: Idempotency-Key already used for a different request"
+                )
 
     async def get(self, operation_id: str) -> Operation:
         found = self.active.get(operation_id) or self._recent.get(operation_id)
@@ -347,7 +372,7 @@ class Orchestrator:
 
     # ---- registry -----------------------------------------------------------------------------
 
-    async def register(self, reg: Registration) -> tuple[Worker, list[str]]:
+    async def register(self, reg: Registration) -> tuple[Worker, list[Reported]]:
         """Idempotent; reconciles what the worker says it runs. Returns (worker, stop list)."""
         now = self.clock()
         existing = self.workers.get(reg.worker_id)
@@ -416,11 +441,8 @@ class Orchestrator:
         stop = self._reconcile(
             worker_id, report.running, report.accepted_seq, same_instance=same_instance
         )
-        leases = {item.operation_id: item.lease for item in report.running}
-        for operation_id in stop:
-            self._spawn(
-                self.gateway.cancel(self.workers[worker_id], operation_id, leases[operation_id])
-            )
+        for item in stop:
+            self._spawn(self.gateway.cancel(self.workers[worker_id], item.operation_id, item.lease))
 
     def declare_unreachable(self, worker_id: str) -> None:
         """Its session dropped and nothing answers at its address: lost, without waiting."""
@@ -494,14 +516,14 @@ class Orchestrator:
     ) -> None:
         """certain: the worker did not take it (refused, unreachable); otherwise it may have."""
         op = self.active.get(operation_id)
-        if op is None or op.lease != lease or op.is_terminal:
-            return
+        if op is None or op.lease != lease or op.status != "pending":
+            return  # gone, superseded, or already confirmed running by the worker's own report
         self.metrics.dispatch_failures.labels(reason).inc()
         worker_id = op.worker_id or ""
         if reason == "refused":  # our view of it is stale (full, draining): leave it alone a bit
             self._refused_until[worker_id] = self.monotonic() + REFUSAL_COOLDOWN_S
             asyncio.get_running_loop().call_later(REFUSAL_COOLDOWN_S, self.on_work)
-        if certain and op.status == "pending":
+        if certain:
             self._release(worker_id, operation_id)
             freed = ops_domain.unassign(op)
             self._replace(op, freed)
@@ -532,9 +554,9 @@ class Orchestrator:
         accepted_seq: int,
         *,
         same_instance: bool,
-    ) -> list[str]:
-        """Apply domain.reconcile: adopt what is confirmed, lose what is gone; the ids returned
-        are what the worker must stop."""
+    ) -> list[Reported]:
+        """Apply domain.reconcile: adopt what is confirmed, lose what is gone; returns the
+        reported attempts the worker must stop."""
         horizon = self.monotonic() - self.config.dispatch_timeout_s
         reserved = self.workers[worker_id].reserved
         answer = reconcile(
@@ -555,7 +577,8 @@ class Orchestrator:
                 self._replace(op, replace(op, progress=item.progress))
         for operation_id in answer.lost:
             self._lose(self.active[operation_id], answer.lost_reason)
-        return list(answer.stop)
+        stopping = set(answer.stop)
+        return [item for item in running if item.operation_id in stopping]
 
     def _set_worker(self, worker: Worker) -> None:
         before = self.workers[worker.worker_id]

@@ -154,8 +154,12 @@ def finish(
     started_at: datetime | None = None,
     progress: Mapping[str, Any] | None = None,
 ) -> Operation:
-    """Record the attempt's outcome: exactly once, and only for the current lease."""
+    """Record the attempt's outcome: exactly once, and only for the current lease. `cancelled`
+    only answers a cancel request: a worker stopping an attempt for any other reason has not
+    decided the operation's fate (the attempt is then found lost and run again)."""
     check_lease(op, lease)
+    if outcome == "cancelled" and op.cancel_requested_at is None:
+        raise InvalidTransition(f"operation {op.operation_id}", "not cancel-requested", outcome)
     if op.status == "pending":
         op = acknowledge(op, lease, accepted_seq=None, at=at)
     return transition(

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import structlog
 
-from workfleet.protocol import RegistrationAccepted, WorkerRegistration
+from workfleet.protocol import RegistrationAccepted, RunningOperation, WorkerRegistration
 
 log = structlog.get_logger(__name__)
 INITIAL_BACKOFF_S = 0.05
@@ -26,7 +26,7 @@ class Agent:
         client: httpx.AsyncClient,
         *,
         registration: Callable[[], WorkerRegistration],
-        on_stop_operations: Callable[[list[str]], None],
+        on_stop_operations: Callable[[list[RunningOperation]], None],
         backoff_max_s: float,
     ) -> None:
         self._client = client

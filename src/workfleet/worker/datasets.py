@@ -4,6 +4,7 @@ SHA-256, then kept in a local cache named by that hash (a new version is a new f
 import asyncio
 import hashlib
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 
@@ -22,14 +23,14 @@ class DatasetCache:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def path(self, symbol: str, timeframe: str) -> Path:
-        base = f"/api/v1/datasets/{symbol}/{timeframe}"
+        base = f"/api/v1/datasets/{quote(symbol, safe='')}/{quote(timeframe, safe='')}"
         meta = await self._get(base)
         dataset = DatasetView.model_validate_json(meta.content)
         target = self._directory / f"{dataset.sha256}.csv"
         async with self._locks.setdefault(dataset.sha256, asyncio.Lock()):
             if not target.exists():
                 content = (await self._get(f"{base}/content")).content
-                digest = hashlib.sha256(content).hexdigest()
+                digest = await asyncio.to_thread(lambda: hashlib.sha256(content).hexdigest())
                 if digest != dataset.sha256:
                     raise DatasetUnavailable(
                         f"dataset {symbol} {timeframe} failed its hash check "

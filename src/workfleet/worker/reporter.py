@@ -48,7 +48,7 @@ class Reporter:
         worker_id: str,
         *,
         progress_interval_s: float,
-        on_stale: Callable[[str], None],
+        on_stale: Callable[[str, Lease], None],
     ) -> None:
         self._client = client
         self._path = f"/api/v1/workers/{worker_id}/reports"
@@ -128,20 +128,30 @@ class Reporter:
     async def _send_forever(self) -> None:
         backoff = 0.05
         while True:
-            batch, next_due = self._due(time.monotonic())
-            if not batch:
-                self._wake.clear()
-                timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-                continue
-            results = await self._post(batch)
-            if results is None:  # unreachable or refusing: keep everything, try again later
+            try:
+                delivered = await self._send_round()
+            except Exception:  # the one sender must outlive any surprise, or results stop
+                log.exception("report_round_failed")
+                delivered = False
+            if delivered:
+                backoff = 0.05
+            else:  # unreachable or refusing: keep everything, try again later
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
-                continue
-            backoff = 0.05
-            self._settle(batch, results)
+
+    async def _send_round(self) -> bool:
+        batch, next_due = self._due(time.monotonic())
+        if not batch:
+            self._wake.clear()
+            timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            return True
+        results = await self._post(batch)
+        if results is None:
+            return False
+        self._settle(batch, results)
+        return True
 
     def _due(self, now: float) -> tuple[list[ReportItem], float | None]:
         """What to send now (finals first), and when the next throttled progress is due."""
@@ -188,7 +198,8 @@ class Reporter:
         for item in batch:
             status = status_of.get(item.operation_id, 500)
             report = self._reports.get(item.operation_id)
-            if report is None:
+            lease = Lease(item.lease.attempt, item.lease.token)
+            if report is None or report.lease != lease:  # a newer attempt took its place
                 continue
             if status in (404, 409):
                 log.warning(
@@ -198,7 +209,7 @@ class Reporter:
                     final=item.outcome is not None,
                 )
                 if item.outcome is None:  # still running here under a lease that is not ours
-                    self._on_stale(item.operation_id)
+                    self._on_stale(item.operation_id, lease)
                 self._reports.pop(item.operation_id, None)
             elif item.outcome is not None and status == 200:
                 self._reports.pop(item.operation_id, None)

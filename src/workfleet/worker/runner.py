@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
+from pydantic_core import PydanticSerializationError
 
 from workfleet.domain.operations import Lease
+from workfleet.protocol import Progress
 from workfleet.worker.executor import executor_main
 
 log = structlog.get_logger(__name__)
@@ -141,9 +143,10 @@ class Runner:
             self._start_on(idle, job)
         # else: an executor is being replaced; it takes the job when it is up
 
-    def cancel(self, operation_id: str) -> bool:
+    def cancel(self, operation_id: str, lease: Lease | None = None) -> bool:
+        """Stop a job (only the attempt holding `lease`, when given)."""
         job = self.jobs.get(operation_id)
-        if job is None:
+        if job is None or (lease is not None and job.lease != lease):
             return False
         if job.state == "running":
             job.state = "cancelling"
@@ -152,9 +155,7 @@ class Runner:
                 self._finish(job, "cancelled", None, None)
                 return True
             executor.send(("cancel", operation_id))
-            asyncio.get_running_loop().call_later(
-                self._cancel_grace_s, self._kill_if_running, operation_id
-            )
+            asyncio.get_running_loop().call_later(self._cancel_grace_s, self._kill_if_running, job)
         return True
 
     async def wait_idle(self, timeout_s: float) -> bool:
@@ -174,10 +175,11 @@ class Runner:
                 self.jobs.pop(job.operation_id, None)
         return handed
 
-    def _kill_if_running(self, operation_id: str) -> None:
-        executor = self._executor_of(operation_id)
+    def _kill_if_running(self, job: Job) -> None:
+        # this very job: a later attempt of the same operation may run there by now
+        executor = next((e for e in self._executors if e.job is job), None)
         if executor is not None:
-            log.warning("operation_killed_after_grace", operation_id=operation_id)
+            log.warning("operation_killed_after_grace", operation_id=job.operation_id)
             executor.kill()
 
     def _executor_of(self, operation_id: str) -> _Executor | None:
@@ -225,12 +227,12 @@ class Runner:
             job.started_at = message[2]
             self._emit(JobEvent("started", job))
         elif message[0] == "progress":
-            job.progress = message[2]
+            job.progress = clean_progress(message[2]) or job.progress
             self._emit(JobEvent("progress", job))
         elif message[0] == "finished":
             _, _, outcome, result, error, progress = message
             executor.job = None
-            job.progress = progress or job.progress
+            job.progress = clean_progress(progress) or job.progress
             if job.uploads:  # the outcome is reported once its artifacts are stored
                 self._background(self._finish_after_uploads(job, outcome, result, error))
             else:
@@ -308,3 +310,16 @@ def _crash_error(exitcode: int | None) -> dict[str, Any]:
     else:
         message = f"the operation's process exited with code {exitcode}"
     return {"type": "crashed", "message": message, "traceback": None}
+
+
+def clean_progress(raw: Any) -> dict[str, Any] | None:
+    """Progress as the wire carries it, or None (logged) if an operation reported something
+    that is not (a percentage of 150, a numpy scalar, NaN): bad progress must never stop the
+    worker's reporting or its /health."""
+    if raw is None:
+        return None
+    try:
+        return Progress.model_validate(raw).model_dump(mode="json", exclude_none=True)
+    except (ValueError, TypeError, PydanticSerializationError) as exc:
+        log.warning("progress_dropped", error=str(exc)[:200])
+        return None

@@ -84,14 +84,16 @@ class WorkerService:
             raise NotFound(f"{operation_id} does not run here")
         self.runner.cancel(operation_id)
 
-    def stop_operations(self, operation_ids: list[str]) -> None:
-        """The backend says these leases are not current (or were cancelled): stop them."""
-        for operation_id in operation_ids:
-            if self.runner.cancel(operation_id):
-                log.info("operation_stopped_on_request", operation_id=operation_id)
+    def stop_operations(self, stops: list[RunningOperation]) -> None:
+        """The backend says these attempts do not stand (or were cancelled): stop exactly
+        those, never a newer attempt of the same operation."""
+        for stop in stops:
+            lease = Lease(stop.lease.attempt, stop.lease.token)
+            if self.runner.cancel(stop.operation_id, lease):
+                log.info("operation_stopped_on_request", operation_id=stop.operation_id)
 
-    def abandon(self, operation_id: str) -> None:
-        self.runner.cancel(operation_id)
+    def abandon(self, operation_id: str, lease: Lease) -> None:
+        self.runner.cancel(operation_id, lease)
 
     def on_job_event(self, event: JobEvent) -> None:
         reporter = self.reporter

@@ -1,15 +1,17 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import FileResponse
 
 from workfleet.backend.datasets import DatasetService
 from workfleet.backend.deps import Reader, Submitter, require
 from workfleet.domain.datasets import Dataset
 from workfleet.domain.permissions import Principal
+from workfleet.operations.timeframes import SYMBOL_PATTERN
 from workfleet.protocol import DatasetsPage, DatasetView
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
+Symbol = Annotated[str, Path(pattern=SYMBOL_PATTERN)]
 MAX_UPLOAD_BYTES = 1 << 30
 # workers fetch datasets with the cluster secret; clients with any role
 Fetcher = Annotated[Principal, Depends(require("read", "report"))]
@@ -34,7 +36,7 @@ def _view(dataset: Dataset) -> DatasetView:
     openapi_extra={"requestBody": {"content": {"text/csv": {}}, "required": True}},
 )
 async def put_dataset(
-    symbol: str, timeframe: str, request: Request, datasets: Datasets, _: Submitter
+    symbol: Symbol, timeframe: str, request: Request, datasets: Datasets, _: Submitter
 ) -> DatasetView:
     """CSV `timestamp,open,high,low,close,volume`; validated, then the current version."""
     return _view(await datasets.put(symbol, timeframe, await request.body()))

@@ -12,15 +12,17 @@ from workfleet.backend.deps import (
 from workfleet.backend.orchestrator import Orchestrator, Registration
 from workfleet.backend.sessions import SessionHub
 from workfleet.backend.views import reported, worker_view
-from workfleet.domain.errors import NotFound, StaleLease
+from workfleet.domain.errors import Conflict, NotFound
 from workfleet.domain.operations import ErrorInfo, Lease
 from workfleet.domain.workers import Capabilities
 from workfleet.protocol import (
+    LeaseModel,
     RegistrationAccepted,
     ReportBatch,
     ReportItem,
     ReportOutcome,
     ReportResults,
+    RunningOperation,
     WorkerRegistration,
     WorkersPage,
     WorkerView,
@@ -44,8 +46,15 @@ async def register(
         running=reported(body.running_operations),
     )
     worker, stop = await orchestrator.register(registration)
+    stops = [
+        RunningOperation(
+            operation_id=item.operation_id,
+            lease=LeaseModel(attempt=item.lease.attempt, token=item.lease.token),
+        )
+        for item in stop
+    ]
     return RegistrationAccepted(
-        worker_id=worker.worker_id, status=worker.status, stop_operations=stop
+        worker_id=worker.worker_id, status=worker.status, stop_operations=stops
     )
 
 
@@ -93,7 +102,7 @@ async def _report(orchestrator: Orchestrator, item: ReportItem) -> int:
                 started_at=item.started_at,
                 progress=progress,
             )
-    except StaleLease:
+    except Conflict:  # a stale lease, or an outcome the operation cannot take
         return 409
     except NotFound:
         return 404

@@ -17,13 +17,13 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from workfleet.operations.backtest.strategy_params import STRATEGY_PARAMS
-from workfleet.operations.timeframes import Timeframe
+from workfleet.operations.timeframes import SYMBOL_PATTERN, Timeframe
 
 
 class BacktestParams(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    symbol: str = Field(min_length=1)
+    symbol: str = Field(pattern=SYMBOL_PATTERN)
     timeframe: Timeframe
     start: datetime | None = Field(None, description="first bar (UTC); naive means UTC")
     end: datetime | None = Field(
