@@ -103,14 +103,7 @@ def api_key_row(key: ApiKey) -> dict[str, Any]:
 
 
 def api_key_from_row(row: Any) -> ApiKey:
-    return ApiKey(
-        key_id=row.key_id,
-        name=row.name,
-        role=row.role,
-        secret_sha256=row.secret_sha256,
-        created_at=row.created_at,
-        revoked_at=row.revoked_at,
-    )
+    return ApiKey(**row._mapping)  # columns are named as the record's fields
 
 
 def dataset_row(dataset: Dataset) -> dict[str, Any]:
@@ -118,24 +111,8 @@ def dataset_row(dataset: Dataset) -> dict[str, Any]:
 
 
 def dataset_from_row(row: Any) -> Dataset:
-    return Dataset(
-        symbol=row.symbol,
-        timeframe=row.timeframe,
-        sha256=row.sha256,
-        bars=row.bars,
-        first_at=row.first_at,
-        last_at=row.last_at,
-        size_bytes=row.size_bytes,
-        created_at=row.created_at,
-    )
+    return Dataset(**row._mapping)  # columns are named as the record's fields
 
 
 def artifact_from_row(row: Any) -> Artifact:
-    return Artifact(
-        operation_id=row.operation_id,
-        name=row.name,
-        attempt=row.attempt,
-        sha256=row.sha256,
-        size_bytes=row.size_bytes,
-        created_at=row.created_at,
-    )
+    return Artifact(**row._mapping)  # columns are named as the record's fields
