@@ -21,10 +21,6 @@ class Proxy:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
-    @property
-    def partitioned(self) -> bool:
-        return not self._open.is_set()
-
     async def start(self) -> "Proxy":
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self._listen_port)
         return self
