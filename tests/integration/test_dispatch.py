@@ -213,19 +213,25 @@ async def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None
 
 
 async def test_the_seed_aliases_submit_their_operation_type(cluster: Cluster) -> None:
-    """`/backtests/start` is POST /operations for `backtesting`; `training` arrives with its
-    workload, and until then its alias answers as an unknown type does: 422, naming those known."""
+    """`/backtests/start` and `/training/start` are POST /operations for their type, with the
+    same validation: bad params get 422 naming what is wrong."""
     headers = {"Authorization": f"Bearer {cluster.admin_key}"}
     params = {"symbol": "SYN", "timeframe": "1h", "strategy": "sma_crossover"}
     async with httpx.AsyncClient(base_url=cluster.url, trust_env=False) as http:
         started = await http.post("/api/v1/backtests/start", json=params, headers=headers)
-        training = await http.post("/api/v1/training/start", json={}, headers=headers)
+        training = await http.post(
+            "/api/v1/training/start", json={"symbol": "SYN", "timeframe": "1h"}, headers=headers
+        )
+        refused = await http.post("/api/v1/training/start", json={}, headers=headers)
         async with cluster.client() as client:
             op = await client.get(started.json()["operation_id"])
+            trained = await client.get(training.json()["operation_id"])
     assert started.status_code == 202 and started.json()["success"] is True
     assert op.operation_type == "backtesting" and op.params["symbol"] == "SYN"
-    assert training.status_code == 422
-    assert "training" in training.json()["detail"] and "backtesting" in training.json()["detail"]
+    assert training.status_code == 202 and trained.operation_type == "training"
+    assert trained.params["epochs"] == 20  # defaults filled in, so the view shows what runs
+    assert refused.status_code == 422
+    assert "symbol: Field required" in refused.json()["detail"]
 
 
 async def test_a_worker_busy_with_cpu_work_keeps_answering_its_health_checks(

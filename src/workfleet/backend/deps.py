@@ -49,6 +49,8 @@ Canceller = Annotated[Principal, Depends(require("cancel"))]
 WorkerAdmin = Annotated[Principal, Depends(require("manage_workers"))]
 KeyAdmin = Annotated[Principal, Depends(require("manage_keys"))]
 WorkerCaller = Annotated[Principal, Depends(require("report"))]
+# datasets, checkpoints and models: workers fetch them with the cluster secret, clients with a key
+Fetcher = Annotated[Principal, Depends(require("read", "report"))]
 Scraper = Annotated[Principal, Depends(require("scrape"))]
 # A worker may drain or deregister (itself, on SIGTERM); token mode cannot tell workers apart.
 DrainCaller = Annotated[Principal, Depends(require("manage_workers", "report"))]

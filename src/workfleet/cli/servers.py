@@ -11,7 +11,7 @@ from workfleet.cli.common import fail, given, settings_or_exit
 from workfleet.observability.logging import configure_logging
 from workfleet.serving import AppServer, bound_port, server_config
 from workfleet.settings import AuthMode, BackendSettings, LogFormat, WorkerSettings
-from workfleet.worker.app import create_worker_app, drain
+from workfleet.worker.app import create_worker_app, drain, offered_operation_types
 
 
 async def serve_backend(
@@ -153,6 +153,7 @@ def worker(
         )
     )
     settings_or_exit(lambda: settings.check_security(settings.host))
+    settings_or_exit(lambda: offered_operation_types(settings.worker_type))
     configure_logging(json=settings.log_format == "json", level=settings.log_level)
     _warn_if_open(settings.auth_mode)
     asyncio.run(serve_worker(settings))

@@ -9,6 +9,8 @@ from typing import Final
 from workfleet.domain.errors import InvalidRequest
 
 NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# ctx.save_checkpoint keeps the operation's state as this artifact; the latest one wins
+CHECKPOINT_ARTIFACT: Final = "checkpoint.pt"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,3 +24,14 @@ class OperationContext(Protocol):
 
     def dataset(self, symbol: str, timeframe: str) -> Any:
         """The bars of a market dataset (a pandas DataFrame indexed by UTC timestamp)."""
+
+    def save_checkpoint(self, data: bytes) -> None:
+        """Keep the operation's state under its lease: an attempt that replaces a lost one gets
+        the latest checkpoint from `load_checkpoint()` and resumes from it."""
+
+    def load_checkpoint(self) -> bytes | None:
+        """The latest checkpoint of this operation (from any attempt), or None."""
+
+    def artifact(self, operation_id: str, name: str) -> bytes:
+        """An artifact of a finished operation (a trained model), checked against the SHA-256
+        the backend recorded for it."""

@@ -3,6 +3,7 @@
 
 import functools
 import importlib
+import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -15,6 +16,7 @@ from workfleet.domain.errors import InvalidRequest
 from workfleet.operations import diagnostic
 from workfleet.operations.backtest.params import BacktestParams
 from workfleet.operations.context import OperationContext
+from workfleet.operations.training.params import TrainingParams
 
 log = structlog.get_logger(__name__)
 ENTRY_POINT_GROUP = "workfleet.operations"
@@ -31,6 +33,16 @@ class OperationType:
     # process), so the backend and the worker's main process stay free of heavy imports.
     run: Run | str
     worker_types: frozenset[str] = frozenset()  # empty: every worker type runs it
+    # what a worker must have installed to run it, with the hint that installs it
+    needs: tuple[str, ...] = ()
+    install_hint: str = ""
+
+    def missing_modules(self) -> list[str]:
+        return [name for name in self.needs if importlib.util.find_spec(name) is None]
+
+    def module(self) -> str | None:
+        """The module its run function lives in, when named by path (to preload it)."""
+        return self.run.partition(":")[0] if isinstance(self.run, str) else None
 
 
 @functools.cache
@@ -52,6 +64,14 @@ BUILTIN: Final[Mapping[str, OperationType]] = {
         BacktestParams,
         "workfleet.operations.backtest.operation:run",
         worker_types=frozenset({"backtesting"}),
+    ),
+    "training": OperationType(
+        "training",
+        TrainingParams,
+        "workfleet.operations.training.operation:run",
+        worker_types=frozenset({"training"}),
+        needs=("torch",),
+        install_hint="pip install 'workfleet[training]'",
     ),
 }
 

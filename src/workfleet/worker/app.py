@@ -20,7 +20,7 @@ from workfleet import __version__
 from workfleet.api_errors import STATUS_OF, map_domain_errors
 from workfleet.domain.errors import Unauthenticated, WorkfleetError
 from workfleet.observability.metrics import CONTENT_TYPE, WorkerMetrics
-from workfleet.operations.registry import load_operation_types, types_for_worker
+from workfleet.operations.registry import OperationType, load_operation_types, types_for_worker
 from workfleet.protocol import (
     CancelRequest,
     CapabilitiesModel,
@@ -33,9 +33,9 @@ from workfleet.protocol import (
     WorkerOperationView,
 )
 from workfleet.security.tokens import auth_header, matches_any
-from workfleet.settings import WorkerSettings
+from workfleet.settings import ConfigurationError, WorkerSettings
 from workfleet.worker.agent import Agent
-from workfleet.worker.artifacts import ArtifactUploader
+from workfleet.worker.artifacts import ArtifactTransfers
 from workfleet.worker.datasets import DatasetCache
 from workfleet.worker.execution_log import ExecutionLog
 from workfleet.worker.reporter import Reporter
@@ -131,9 +131,23 @@ def identity_from(settings: WorkerSettings, operation_types: list[str]) -> Ident
     )
 
 
-def create_worker_app(settings: WorkerSettings) -> FastAPI:
+def offered_operation_types(worker_type: str) -> dict[str, OperationType]:
+    """The operation types a worker of this type runs; ConfigurationError when one of them
+    needs something this machine lacks (a training worker without PyTorch)."""
     types = load_operation_types()
-    offered = types_for_worker(types, settings.worker_type)
+    offered = {name: types[name] for name in types_for_worker(types, worker_type)}
+    for operation_type in offered.values():
+        missing = operation_type.missing_modules()
+        if missing:
+            raise ConfigurationError(
+                f"a {worker_type} worker runs {operation_type.name} operations, which need "
+                f"{', '.join(missing)}, not installed here: {operation_type.install_hint}"
+            )
+    return offered
+
+
+def create_worker_app(settings: WorkerSettings) -> FastAPI:
+    offered = offered_operation_types(settings.worker_type)
 
     def on_job_event(event: JobEvent) -> None:  # names below are bound before any job runs
         _count(worker_metrics, event)
@@ -143,20 +157,24 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
         cache: DatasetCache = app.state.dataset_cache
         return await cache.path(symbol, timeframe)
 
+    async def fetch_artifact(operation_id: str, name: str) -> Path | None:
+        transfers: ArtifactTransfers = app.state.artifacts
+        return await transfers.fetch(operation_id, name)
+
     async def upload_artifact(job: Job, name: str, path: Path) -> None:
-        uploader: ArtifactUploader = app.state.uploader
-        await uploader.upload(job.operation_id, job.lease, name, path)
+        transfers: ArtifactTransfers = app.state.artifacts
+        await transfers.upload(job.operation_id, job.lease, name, path)
 
     runner = Runner(
         settings.slots,
         cancel_grace_s=settings.cancel_grace_s,
         on_event=on_job_event,
         fetch_dataset=fetch_dataset,
+        fetch_artifact=fetch_artifact,
         upload_artifact=upload_artifact,
+        preload=[module for t in offered.values() if (module := t.module()) is not None],
     )
-    service = WorkerService(
-        identity_from(settings, offered), runner, {name: types[name] for name in offered}
-    )
+    service = WorkerService(identity_from(settings, sorted(offered)), runner, offered)
     worker_metrics = WorkerMetrics(service.state, service.cpu_ratio, service.memory_ratio)
     if settings.execution_log is not None:
         service.execution_log = ExecutionLog(settings.execution_log, service.identity.worker_id)
@@ -185,7 +203,7 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
         )
         app.state.agent = agent
         app.state.dataset_cache = DatasetCache(client, settings.data_dir / "cache" / "datasets")
-        app.state.uploader = ArtifactUploader(client)
+        app.state.artifacts = ArtifactTransfers(client, settings.data_dir / "cache" / "artifacts")
         await runner.start()
 
         async def register_when_bound() -> None:

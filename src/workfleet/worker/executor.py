@@ -3,7 +3,9 @@
 It is started once per slot and reused, so an operation starts in microseconds rather than
 paying for a new interpreter; a crash or a kill costs only this process, which the worker
 replaces. Messages to the worker: ("started", id, ts), ("progress", id, dict),
-("finished", id, outcome, result, error_or_None).
+("artifact", id, name, path), ("request", id, request_id, kind, args) answered by
+("reply", request_id, path_or_None, error_or_None), and
+("finished", id, outcome, result, error_or_None, progress).
 """
 
 import contextlib
@@ -21,11 +23,16 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from workfleet.domain.artifacts import CHECKPOINT_ARTIFACT
 from workfleet.operations.context import Cancelled
 from workfleet.operations.registry import load_operation_types, runner_of
 
 PROGRESS_MIN_INTERVAL_S = 0.05
 PR_SET_PDEATHSIG = 1
+
+
+class ArtifactMissing(Exception):
+    """An artifact an operation asked for is not there, or failed its hash check."""
 
 
 class _Context:
@@ -50,8 +57,41 @@ class _Context:
         # and must not pay for pandas (the forkserver preloads it for executors)
         from workfleet.operations.marketdata import DataError, parse_csv
 
+        path, error = self._ask("dataset", symbol, timeframe)
+        if error is not None:
+            raise DataError(error)
+        assert path is not None  # a dataset is a file or an error
+        return parse_csv(Path(path).read_bytes())
+
+    def artifact(self, operation_id: str, name: str) -> bytes:
+        data = self._fetch_artifact(operation_id, name)
+        if data is None:
+            raise ArtifactMissing(f"operation {operation_id} has no artifact {name!r}")
+        return data
+
+    def save_checkpoint(self, data: bytes) -> None:
+        self.write_artifact(CHECKPOINT_ARTIFACT, data)
+
+    def load_checkpoint(self) -> bytes | None:
+        return self._fetch_artifact(self.operation_id, CHECKPOINT_ARTIFACT)
+
+    def _fetch_artifact(self, operation_id: str, name: str) -> bytes | None:
+        path, error = self._ask("artifact", operation_id, name)
+        if error is not None:
+            raise ArtifactMissing(error)
+        if path is None:
+            return None
+        fetched = Path(path)
+        try:
+            return fetched.read_bytes()
+        finally:
+            fetched.unlink(missing_ok=True)  # a private copy, fetched for this call alone
+
+    def _ask(self, kind: str, *args: str) -> tuple[str | None, str | None]:
+        """Ask the worker process for a file: (path or None, error or None); waits, but stops
+        for a cancel."""
         request_id = uuid.uuid4().hex
-        self._send(("dataset", self.operation_id, request_id, symbol, timeframe))
+        self._send(("request", self.operation_id, request_id, kind, args))
         while True:
             try:
                 reply = self._replies.get(timeout=0.1)
@@ -59,11 +99,7 @@ class _Context:
                 self.raise_if_cancelled()
                 continue
             if reply[1] == request_id:
-                break
-        _, _, path, error = reply
-        if error is not None:
-            raise DataError(error)
-        return parse_csv(Path(path).read_bytes())
+                return reply[2], reply[3]
 
     def report(self, **progress: Any) -> None:
         self.last_progress = {k: v for k, v in progress.items() if v is not None}
@@ -111,7 +147,7 @@ def executor_main(conn: Connection) -> None:
                 jobs.put(message)
             elif message[0] == "cancel" and message[1] == current[0]:
                 cancel.set()
-            elif message[0] == "dataset-reply":
+            elif message[0] == "reply":
                 replies.put(message)
 
     threading.Thread(target=receive, name="executor-receiver", daemon=True).start()

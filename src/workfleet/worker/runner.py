@@ -24,14 +24,6 @@ from workfleet.worker.executor import executor_main
 
 log = structlog.get_logger(__name__)
 _MP = multiprocessing.get_context("forkserver")
-# executors start with the heavy imports done (pandas, numpy), the worker itself never does them
-_MP.set_forkserver_preload(
-    [
-        "workfleet.worker.executor",
-        "workfleet.operations.marketdata",
-        "workfleet.operations.backtest.run",
-    ]
-)
 
 JobState = Literal["running", "cancelling"]
 
@@ -47,7 +39,9 @@ class Job:
     started_at: float | None = None
     accepted_mono: float = field(default_factory=time.monotonic)
     silent: bool = False  # handed back at shutdown: its end is not an outcome
-    uploads: list["asyncio.Task[None]"] = field(default_factory=list)
+    # the latest upload of each artifact name: each waits for the one before it of that name,
+    # so a later checkpoint can never be overwritten by an earlier one that was retried
+    uploads: dict[str, "asyncio.Task[None]"] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +97,20 @@ class Runner:
         cancel_grace_s: float,
         on_event: Callable[[JobEvent], None],
         fetch_dataset: Callable[[str, str], Awaitable[Path]],
+        fetch_artifact: Callable[[str, str], Awaitable[Path | None]],
         upload_artifact: Callable[[Job, str, Path], Awaitable[None]],
+        preload: list[str],
     ) -> None:
+        """`preload`: modules the forkserver imports once, so that executors start with the
+        heavy imports (pandas, torch) done and the worker's own process never does them."""
         self.slots = slots
+        self._preload = preload
         self._cancel_grace_s = cancel_grace_s
         self._on_event = on_event
-        self._fetch_dataset = fetch_dataset
+        self._fetches: dict[str, Callable[[str, str], Awaitable[Path | None]]] = {
+            "dataset": fetch_dataset,
+            "artifact": fetch_artifact,
+        }
         self._upload_artifact = upload_artifact
         self._executors: list[_Executor] = []
         self.jobs: dict[str, Job] = {}
@@ -119,6 +121,7 @@ class Runner:
         self._spawning: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        _MP.set_forkserver_preload(["workfleet.worker.executor", *self._preload])
         for _ in range(self.slots):
             await self._spawn()
 
@@ -240,9 +243,10 @@ class Runner:
             self._next_for(executor)
         elif message[0] == "artifact":
             _, _, name, path = message
-            job.uploads.append(self._background(self._upload_artifact(job, name, Path(path))))
-        elif message[0] == "dataset":
-            self._background(self._serve_dataset(executor, message))
+            upload = self._upload_after(job.uploads.get(name), job, name, Path(path))
+            job.uploads[name] = self._background(upload)
+        elif message[0] == "request":
+            self._background(self._serve_request(executor, message))
 
     def _background(self, work: Awaitable[None]) -> "asyncio.Task[None]":
         task = asyncio.ensure_future(work)
@@ -253,16 +257,23 @@ class Runner:
     async def _finish_after_uploads(
         self, job: Job, outcome: str, result: Any, error: dict[str, Any] | None
     ) -> None:
-        await asyncio.gather(*job.uploads, return_exceptions=True)
+        await asyncio.gather(*job.uploads.values(), return_exceptions=True)
         self._finish(job, outcome, result, error)
 
-    async def _serve_dataset(self, executor: _Executor, message: tuple[Any, ...]) -> None:
-        _, _, request_id, symbol, timeframe = message
+    async def _upload_after(
+        self, previous: "asyncio.Task[None] | None", job: Job, name: str, path: Path
+    ) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        await self._upload_artifact(job, name, path)
+
+    async def _serve_request(self, executor: _Executor, message: tuple[Any, ...]) -> None:
+        _, _, request_id, kind, args = message
         try:
-            path = await self._fetch_dataset(symbol, timeframe)
-            reply: tuple[Any, ...] = ("dataset-reply", request_id, str(path), None)
+            path = await self._fetches[kind](*args)
+            reply: tuple[Any, ...] = ("reply", request_id, str(path) if path else None, None)
         except Exception as exc:  # the operation gets the reason and fails with it
-            reply = ("dataset-reply", request_id, None, str(exc))
+            reply = ("reply", request_id, None, str(exc))
         if executor in self._executors:
             executor.send(reply)
 

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import FileResponse
 
 from workfleet.backend.artifacts import ArtifactService
-from workfleet.backend.deps import Reader, WorkerCaller
+from workfleet.backend.deps import Fetcher, Reader, WorkerCaller
 from workfleet.domain.artifacts import Artifact
 from workfleet.domain.operations import Lease
 from workfleet.protocol import ArtifactsPage, ArtifactView
@@ -52,7 +52,7 @@ async def list_artifacts(operation_id: str, artifacts: Artifacts, _: Reader) -> 
 
 @router.get("/{name}", response_class=FileResponse)
 async def get_artifact(
-    operation_id: str, name: str, artifacts: Artifacts, _: Reader
+    operation_id: str, name: str, artifacts: Artifacts, _: Fetcher
 ) -> FileResponse:
     """The bytes; `X-Content-SHA256` says what they must hash to."""
     artifact = await artifacts.get(operation_id, name)

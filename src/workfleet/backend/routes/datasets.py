@@ -4,17 +4,14 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import FileResponse
 
 from workfleet.backend.datasets import DatasetService
-from workfleet.backend.deps import Reader, Submitter, require
+from workfleet.backend.deps import Fetcher, Reader, Submitter
 from workfleet.domain.datasets import Dataset
-from workfleet.domain.permissions import Principal
 from workfleet.operations.timeframes import SYMBOL_PATTERN
 from workfleet.protocol import DatasetsPage, DatasetView
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
 Symbol = Annotated[str, Path(pattern=SYMBOL_PATTERN)]
 MAX_UPLOAD_BYTES = 1 << 30
-# workers fetch datasets with the cluster secret; clients with any role
-Fetcher = Annotated[Principal, Depends(require("read", "report"))]
 
 
 async def _service(request: Request) -> DatasetService:

@@ -1,12 +1,10 @@
 """`backtesting` operation parameters (wire names as in DESIGN §3.1)."""
 
-from datetime import UTC, datetime
 from typing import Any, Self
 
 import annotated_types
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -17,18 +15,10 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from workfleet.operations.backtest.strategy_params import STRATEGY_PARAMS
-from workfleet.operations.timeframes import SYMBOL_PATTERN, Timeframe
+from workfleet.operations.market_params import MarketSliceParams
 
 
-class BacktestParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    symbol: str = Field(pattern=SYMBOL_PATTERN)
-    timeframe: Timeframe
-    start: datetime | None = Field(None, description="first bar (UTC); naive means UTC")
-    end: datetime | None = Field(
-        None, description="end of the bars, excluded (UTC); naive means UTC"
-    )
+class BacktestParams(MarketSliceParams):
     strategy: str
     strategy_params: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     initial_capital: float = Field(10_000.0, gt=0)
@@ -36,16 +26,11 @@ class BacktestParams(BaseModel):
     slippage: float = Field(0.0, ge=0, lt=1, description="fraction of the open paid per fill")
     position_fraction: float = Field(1.0, gt=0, le=1, description="share of equity exposed")
     allow_short: bool = False
-    model_operation_id: str | None = None
-
-    @field_validator("start", "end")
-    @classmethod
-    def _in_utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+    model_operation_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="the training operation (model strategy)",
+    )
 
     @field_validator("strategy")
     @classmethod
@@ -71,17 +56,17 @@ class BacktestParams(BaseModel):
             ) from None
         return settings.model_dump()  # defaults filled in, so results show what ran
 
-    @field_validator("model_operation_id")
-    @classmethod
-    def _no_models_yet(cls, value: str | None) -> str | None:
-        if value is not None:
-            raise ValueError("backtests of trained models arrive with the training workload")
-        return value
-
     @model_validator(mode="after")
-    def _start_before_end(self) -> Self:
-        if self.start is not None and self.end is not None and self.start >= self.end:
-            raise ValueError(f"start ({self.start}) must be before end ({self.end})")
+    def _model_named_for_model_strategy(self) -> Self:
+        if self.strategy == "model" and self.model_operation_id is None:
+            raise ValueError(
+                "the model strategy needs model_operation_id: the training operation whose "
+                "model it trades"
+            )
+        if self.strategy != "model" and self.model_operation_id is not None:
+            raise ValueError(
+                f"model_operation_id is for the model strategy only, not {self.strategy}"
+            )
         return self
 
 

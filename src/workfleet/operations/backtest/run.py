@@ -13,8 +13,11 @@ from workfleet.operations.backtest.engine import Execution, simulate
 from workfleet.operations.backtest.metrics import performance
 from workfleet.operations.backtest.params import BacktestParams
 from workfleet.operations.backtest.strategies import STRATEGIES
+from workfleet.operations.backtest.strategy_params import ModelStrategyParams
 from workfleet.operations.backtest.trades import round_trips, trade_records
 from workfleet.operations.context import Cancelled
+from workfleet.operations.training.model_file import TrainedModel
+from workfleet.operations.training.signals import model_positions
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,14 +39,22 @@ def run_backtest(
     *,
     progress: Callable[..., None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    model: TrainedModel | None = None,
 ) -> BacktestOutcome:
     """Backtest `params.strategy` on bars already cut to start/end; `progress` hears of bars
-    simulated and P&L, and `cancelled()` returning True raises Cancelled at the next phase."""
+    simulated and P&L, and `cancelled()` returning True raises Cancelled at the next phase.
+    The `model` strategy trades `model`, the trained model its params name."""
     market = bars_from_frame(bars)
-    strategy = STRATEGIES[params.strategy]
-    settings = strategy.params.model_validate(params.strategy_params)
     _stop_if(cancelled)
-    positions = strategy.positions(market, settings, params.allow_short)
+    if params.strategy == "model":
+        if model is None:
+            raise ValueError("the model strategy needs the trained model")
+        settings = ModelStrategyParams.model_validate(params.strategy_params)
+        positions = model_positions(market, model, settings, params.allow_short)
+    else:
+        strategy = STRATEGIES[params.strategy]
+        chosen = strategy.params.model_validate(params.strategy_params)
+        positions = strategy.positions(market, chosen, params.allow_short)
     _stop_if(cancelled)
 
     def checkpoint(bars_done: int, pnl: float) -> None:

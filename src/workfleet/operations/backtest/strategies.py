@@ -34,7 +34,7 @@ def sma_crossover(bars: Bars, params: SmaCrossoverParams, allow_short: bool) -> 
     running = np.cumsum(bars.close)
     slow = _moving_average(running, params.slow)
     fast = _moving_average(running, params.fast)[params.slow - params.fast :]
-    positions[params.slow - 1 :] = _long_or_short(fast > slow, fast < slow, allow_short)
+    positions[params.slow - 1 :] = long_or_short(fast > slow, fast < slow, allow_short)
     return positions
 
 
@@ -94,7 +94,8 @@ def _moving_average(running: NDArray[np.float64], window: int) -> NDArray[np.flo
     return sums / window
 
 
-def _long_or_short(long: Signal, short: Signal, allow_short: bool) -> Positions:
+def long_or_short(long: Signal, short: Signal, allow_short: bool) -> Positions:
+    """1 where long, -1 where short (0 unless shorts are allowed), else 0."""
     positions = long.astype(np.int8)
     if allow_short:
         positions -= short.astype(np.int8)
@@ -104,7 +105,7 @@ def _long_or_short(long: Signal, short: Signal, allow_short: bool) -> Positions:
 def _hold_between(long: Signal, short: Signal, allow_short: bool) -> Positions:
     """Each bar with neither signal keeps the position of the last bar that had one (0 before)."""
     decided = long | short
-    wanted = _long_or_short(long, short, allow_short)
+    wanted = long_or_short(long, short, allow_short)
     last_decided = np.where(decided, np.arange(len(decided)), -1)
     np.maximum.accumulate(last_decided, out=last_decided)
     held: Positions = np.where(last_decided >= 0, wanted[last_decided], 0).astype(np.int8)
@@ -126,7 +127,8 @@ _POSITIONS: Final[Mapping[str, Callable[[Bars, Any, bool], Positions]]] = {
     "rsi_mean_reversion": rsi_mean_reversion,
     "bollinger_breakout": bollinger_breakout,
 }
+# rule-based strategies; `model` needs a trained model besides the bars (see run_backtest)
 STRATEGIES: Final[Mapping[str, Strategy[Any]]] = {
-    name: Strategy(spec.params, _POSITIONS[name], spec.rule)
-    for name, spec in STRATEGY_PARAMS.items()
+    name: Strategy(STRATEGY_PARAMS[name].params, positions, STRATEGY_PARAMS[name].rule)
+    for name, positions in _POSITIONS.items()
 }

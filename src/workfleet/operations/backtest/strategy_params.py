@@ -42,6 +42,18 @@ class BollingerBreakoutParams(BaseModel):
     num_std: float = Field(2.0, gt=0, le=10, description="band width in standard deviations")
 
 
+class ModelStrategyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    threshold: float = Field(
+        0.5,
+        ge=0.5,
+        lt=1,
+        description="long when the model's probability of an up bar is above this; short (or "
+        "flat) when it is below 1 - threshold; in between, flat",
+    )
+
+
 @dataclass(frozen=True)
 class StrategySpec:
     params: type[BaseModel]
@@ -52,4 +64,5 @@ STRATEGY_PARAMS: Final[Mapping[str, StrategySpec]] = {
     "sma_crossover": StrategySpec(SmaCrossoverParams, "fast < slow"),
     "rsi_mean_reversion": StrategySpec(RsiMeanReversionParams, "lower < upper"),
     "bollinger_breakout": StrategySpec(BollingerBreakoutParams),
+    "model": StrategySpec(ModelStrategyParams, "model_operation_id naming a training operation"),
 }

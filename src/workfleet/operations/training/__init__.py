@@ -1,0 +1,1 @@
+"""The `training` operation: a next-bar direction classifier trained with PyTorch."""
