@@ -29,7 +29,17 @@ def test_up_runs_the_demo_on_the_embedded_default_and_stops(tmp_path: Path) -> N
     assert done.returncode == 0, done.stdout + done.stderr
     assert "workfleet is up" in done.stdout
     assert "admin key: wf_" in done.stdout
-    for expected in ("noop", "sleep", "completed", "failed", "crashed", "DiagnosticFailure"):
+    for expected in (
+        "noop",
+        "sleep",
+        "completed",
+        "failed",
+        "crashed",
+        "DiagnosticFailure",
+        "total_return",  # the backtests
+        "test_accuracy",  # the training
+        "baseline_accuracy",
+    ):
         assert expected in done.stdout, expected
     data = tmp_path / ".workfleet"
     assert (data / "workfleet.db").is_file()

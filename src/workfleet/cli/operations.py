@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Literal
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from workfleet.cli.common import ApiKey, BackendUrl, DataDir, fail, out, with_client
 from workfleet.client import Client
 from workfleet.operations.backtest.params import BacktestParams
+from workfleet.operations.training.params import TrainingParams
 from workfleet.protocol import OperationView
 
 submit_app = typer.Typer(help="Submit an operation.", no_args_is_help=True)
@@ -43,8 +44,13 @@ def submit_diagnostic(
 def submit_backtest(
     symbol: str = typer.Option(..., help="Dataset symbol (see `workfleet data list`)"),
     timeframe: str = typer.Option(..., help="Dataset timeframe: 1m, 5m, 15m, 1h, 4h or 1d"),
-    strategy: str = typer.Option(..., help="sma_crossover, rsi_mean_reversion, bollinger_breakout"),
+    strategy: str = typer.Option(
+        ..., help="sma_crossover, rsi_mean_reversion, bollinger_breakout or model"
+    ),
     param: list[str] = typer.Option([], "--param", help="Strategy parameter k=v (repeatable)"),
+    model_operation_id: str | None = typer.Option(
+        None, "--model", help="Training operation whose model the `model` strategy trades"
+    ),
     start: datetime | None = typer.Option(None, help="First bar (UTC)"),
     end: datetime | None = typer.Option(None, help="End of the bars, excluded (UTC)"),
     initial_capital: float = typer.Option(10_000.0, help="Starting cash"),
@@ -59,7 +65,7 @@ def submit_backtest(
     data_dir: Path | None = DataDir,
 ) -> None:
     """Backtest a strategy on a stored dataset (checked here before anything is sent)."""
-    raw = {
+    raw: dict[str, object] = {
         "symbol": symbol,
         "timeframe": timeframe,
         "strategy": strategy,
@@ -71,20 +77,86 @@ def submit_backtest(
         "slippage": slippage,
         "position_fraction": position_fraction,
         "allow_short": allow_short,
+        "model_operation_id": model_operation_id,
     }
-    try:
-        params = BacktestParams.model_validate(raw).model_dump(mode="json", exclude_none=True)
-    except ValidationError as exc:
-        fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()), code=2)
     _submit(
         backend_url,
         api_key,
         data_dir,
         operation_type="backtesting",
-        params=params,
+        params=_checked(BacktestParams, raw),
         priority=priority,
         wait=wait,
     )
+
+
+@submit_app.command("training")
+def submit_training(
+    symbol: str = typer.Option(..., help="Dataset symbol (see `workfleet data list`)"),
+    timeframe: str = typer.Option(..., help="Dataset timeframe: 1m, 5m, 15m, 1h, 4h or 1d"),
+    start: datetime | None = typer.Option(None, help="First bar (UTC)"),
+    end: datetime | None = typer.Option(None, help="End of the bars, excluded (UTC)"),
+    epochs: int = typer.Option(20, help="Most passes over the training data"),
+    batch_size: int = typer.Option(256, help="Samples per step"),
+    learning_rate: float = typer.Option(1e-3, help="Adam's step size"),
+    hidden: str = typer.Option("32,16", help="Units per hidden layer, comma-separated"),
+    seed: int = typer.Option(0, help="Weights and shuffling (same seed, same model on CPU)"),
+    device: str = typer.Option("auto", help="auto (CUDA, then MPS, then CPU), cuda, mps, cpu"),
+    validation_fraction: float = typer.Option(0.15, help="Share of samples after train"),
+    test_fraction: float = typer.Option(0.15, help="Share of samples, the most recent"),
+    patience: int = typer.Option(5, help="Epochs without a better validation loss to stop"),
+    priority: int = typer.Option(0, min=0, max=9, help="0 (lowest) to 9"),
+    wait: bool = typer.Option(False, "--wait", help="Show progress, then the result"),
+    backend_url: str | None = BackendUrl,
+    api_key: str | None = ApiKey,
+    data_dir: Path | None = DataDir,
+) -> None:
+    """Train a next-bar direction classifier on a stored dataset (checked before it is sent)."""
+    raw: dict[str, object] = {
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "start": start,
+        "end": end,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "hidden_sizes": _layer_sizes(hidden),
+        "seed": seed,
+        "device": device,
+        "validation_fraction": validation_fraction,
+        "test_fraction": test_fraction,
+        "patience": patience,
+    }
+    _submit(
+        backend_url,
+        api_key,
+        data_dir,
+        operation_type="training",
+        params=_checked(TrainingParams, raw),
+        priority=priority,
+        wait=wait,
+    )
+
+
+def _checked(model: type[BaseModel], raw: dict[str, object]) -> dict[str, object]:
+    """Params as the backend will take them, or one line saying what is wrong."""
+    try:
+        checked: dict[str, object] = model.model_validate(raw).model_dump(
+            mode="json", exclude_none=True
+        )
+    except ValidationError as exc:
+        problems = (
+            f"{'.'.join(str(p) for p in e['loc']) + ': ' if e['loc'] else ''}"
+            + str(e["msg"]).removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        fail("; ".join(problems), code=2)
+    return checked
+
+
+def _layer_sizes(text: str) -> list[str]:
+    """'32,16' -> ['32', '16'] (validated as integers with the rest); '' -> no hidden layer."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _key_values(pairs: list[str]) -> dict[str, str]:
@@ -128,7 +200,10 @@ async def follow(client: Client, operation_id: str) -> OperationView:
         while True:
             op = await client.get(operation_id, wait_s=0.5)
             percentage = op.progress.percentage if op.progress and op.progress.percentage else 0.0
-            bar.update(task, completed=percentage, description=f"{operation_id} {op.status}")
+            message = op.progress.message if op.progress and op.progress.message else ""
+            bar.update(
+                task, completed=percentage, description=f"{operation_id} {op.status} {message}"
+            )
             if op.status in TERMINAL:
                 return op
             await asyncio.sleep(0.2)

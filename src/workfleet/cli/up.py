@@ -169,26 +169,40 @@ async def _demo(client: Client) -> None:
             detail,
         )
     out.print(table)
-    await _demo_backtest(client)
+    await _demo_workloads(client)
 
 
-async def _demo_backtest(client: Client) -> None:
+async def _demo_workloads(client: Client) -> None:
+    """A dataset, a backtest, a training run and a backtest of the model it made."""
     from workfleet.cli.operations import show  # the same table `submit --wait` prints
     from workfleet.operations.marketdata import generate, to_csv  # pandas: only here
 
-    bars = generate(bars=20_000, timeframe="1h", seed=7, autocorrelation=0.05)
+    bars = generate(bars=20_000, timeframe="1h", seed=7, autocorrelation=0.1)
     dataset = await client.put_dataset("DEMO", "1h", to_csv(bars))
+    market = {"symbol": "DEMO", "timeframe": "1h"}
     out.print(
         f"demo: dataset DEMO 1h ({dataset.bars} synthetic bars), backtest of "
         "sma_crossover(10, 30) on the backtesting worker..."
     )
     op = await client.submit(
         "backtesting",
-        {
-            "symbol": "DEMO",
-            "timeframe": "1h",
-            "strategy": "sma_crossover",
-            "strategy_params": {"fast": 10, "slow": 30},
-        },
+        market | {"strategy": "sma_crossover", "strategy_params": {"fast": 10, "slow": 30}},
+    )
+    show(await client.wait(op.operation_id, timeout_s=120))
+    out.print("demo: training a next-bar direction classifier on the training worker...")
+    op = await client.submit("training", market | {"epochs": 10, "hidden_sizes": [16]})
+    trained = await client.wait(op.operation_id, timeout_s=300)
+    show(trained)
+    if trained.status != "completed":
+        return
+    test_start = trained.result["test_start"]
+    out.print(
+        f"demo: backtest of that model from {test_start} on (the bars it was tested on, never "
+        "trained on)..."
+    )
+    op = await client.submit(
+        "backtesting",
+        market
+        | {"strategy": "model", "model_operation_id": trained.operation_id, "start": test_start},
     )
     show(await client.wait(op.operation_id, timeout_s=120))

@@ -10,7 +10,7 @@ from workfleet.operations.backtest.bars import Bars, bars_from_frame
 from workfleet.operations.context import Cancelled
 from workfleet.operations.marketdata import generate
 from workfleet.operations.training.evaluation import chronological_split
-from workfleet.operations.training.features import samples
+from workfleet.operations.training.features import WARMUP, samples
 from workfleet.operations.training.params import TrainingParams
 from workfleet.operations.training.train import Checkpoints, TrainingOutcome, pick_device, train
 
@@ -49,6 +49,11 @@ def test_it_learns_the_planted_pattern_and_beats_the_baseline(bars: Bars) -> Non
     fn, tp = result["confusion_matrix"][1]
     assert tn + fp + fn + tp == result["samples"]["test"]
     assert result["test_accuracy"] == pytest.approx((tp + tn) / result["samples"]["test"])
+    # the first test sample is bar WARMUP + train + validation
+    first_test = WARMUP + result["samples"]["train"] + result["samples"]["validation"]
+    assert (
+        result["test_start"] == f"{np.datetime_as_string(bars.timestamps[first_test], unit='s')}Z"
+    )
 
 
 def test_the_same_seed_gives_the_same_model(bars: Bars) -> None:

@@ -26,7 +26,12 @@ from workfleet.operations.training.evaluation import (
     majority_baseline,
     normalisation,
 )
-from workfleet.operations.training.features import FEATURE_NAMES, FEATURE_VERSION, samples
+from workfleet.operations.training.features import (
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    WARMUP,
+    samples,
+)
 from workfleet.operations.training.model_file import TrainedModel
 from workfleet.operations.training.params import Device, TrainingParams
 
@@ -166,8 +171,14 @@ def train(
             "test": len(test_labels),
         },
         "features": list(FEATURE_NAMES),
+        # backtest the model from here on to trade only bars it was never fitted or selected on
+        "test_start": _iso(bars.timestamps[WARMUP + split.test.start]),
     }
     return TrainingOutcome(result, trained)
+
+
+def _iso(stamp: np.datetime64) -> str:
+    return f"{np.datetime_as_string(stamp, unit='s')}Z"
 
 
 def _mlp(inputs: int, hidden_sizes: list[int]) -> nn.Sequential:
