@@ -345,3 +345,26 @@ class KeysPage(BaseModel):
 class BackendHealth(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
+
+
+# ---- audit log --------------------------------------------------------------------------------
+
+
+class AuditRecordView(BaseModel):
+    seq: int
+    ts: datetime
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    request_id: str | None
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(BaseModel):
+    items: list[AuditRecordView]
+    next_after_seq: int | None = Field(
+        description="pass as after_seq for the next page; null: none"
+    )

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from workfleet.domain.artifacts import Artifact
+from workfleet.domain.audit import AuditCheckpoint, AuditRecord, next_record
 from workfleet.domain.datasets import Dataset
 from workfleet.domain.errors import Conflict
 from workfleet.domain.operations import ErrorInfo, Lease, Operation, OperationStatus, Requirements
@@ -744,6 +745,8 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_records(tmp_path: 
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("DROP TABLE datasets")  # what version 2 added
         conn.execute("DROP TABLE artifacts")  # what version 3 added
+        conn.execute("DROP TABLE audit_records")  # what version 4 added (with its triggers)
+        conn.execute("DROP TABLE audit_checkpoints")
         conn.execute("UPDATE schema_version SET version = 1")
     migrated = SqlStore(sqlite_url(path))
     await migrated.open()
@@ -751,10 +754,15 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_records(tmp_path: 
         assert await migrated.get_operation("op_kept") is not None
         await migrated.save_dataset(make_dataset())
         assert await migrated.get_dataset("BTC", "1h") == make_dataset()
+        await migrated.save_artifact(make_artifact())
+        await migrated.append_audit(audit_chain(2))
+        assert await migrated.audit_records() == audit_chain(2)
     finally:
         await migrated.close()
     with contextlib.closing(sqlite3.connect(path)) as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM audit_records")  # the migration made the triggers too
 
 
 # ---- artifacts ----------------------------------------------------------------------------------
@@ -778,3 +786,70 @@ async def test_an_artifact_saved_again_under_its_name_is_replaced(store: Store) 
     await store.save_artifact(make_artifact(attempt=1))
     await store.save_artifact(make_artifact(attempt=2))
     assert [a.attempt for a in await store.list_artifacts("op1")] == [2]
+
+
+# ---- audit log ----------------------------------------------------------------------------------
+
+
+def audit_chain(n: int) -> list[AuditRecord]:
+    records: list[AuditRecord] = []
+    for i in range(n):
+        records.append(
+            next_record(
+                records[-1] if records else None,
+                ts=at(i + 0.000001),
+                actor="key:k1 (alice)",
+                action="submit",
+                target=f"operation:op_{i}",
+                outcome="ok",
+                request_id=f"r{i}" if i % 2 else None,
+                detail={"priority": i, "nested": {"ok": True, "ratio": 0.1}, "list": [1, "a"]},
+            )
+        )
+    return records
+
+
+def make_checkpoint(seq: int, key_id: str = "0123456789abcdef") -> AuditCheckpoint:
+    return AuditCheckpoint(seq, f"{seq:064x}", at(seq), key_id, "ab" * 64)
+
+
+async def test_audit_records_read_back_equal_in_seq_order(store: Store) -> None:
+    records = audit_chain(5)
+    await store.append_audit(records[:2])
+    await store.append_audit(records[2:])
+    assert await store.audit_records() == records
+    assert await store.last_audit_record() == records[-1]
+
+
+async def test_an_empty_audit_log_has_no_last_record(store: Store) -> None:
+    assert await store.audit_records() == []
+    assert await store.last_audit_record() is None
+
+
+async def test_audit_records_page_after_a_seq(store: Store) -> None:
+    records = audit_chain(7)
+    await store.append_audit(records)
+    assert [r.seq for r in await store.audit_records(after_seq=2, limit=3)] == [3, 4, 5]
+    assert [r.seq for r in await store.audit_records(after_seq=5)] == [6, 7]
+    assert await store.audit_records(after_seq=7) == []
+
+
+async def test_appending_a_stored_audit_seq_is_a_conflict_and_stores_none_of_the_batch(
+    store: Store,
+) -> None:
+    records = audit_chain(4)
+    await store.append_audit(records[:2])
+    with pytest.raises(Conflict):
+        await store.append_audit(records[2:] + records[1:2])
+    assert [r.seq for r in await store.audit_records()] == [1, 2]
+
+
+async def test_audit_checkpoints_are_listed_by_seq_then_as_saved(store: Store) -> None:
+    saved = [
+        make_checkpoint(20),
+        make_checkpoint(10),
+        make_checkpoint(20, key_id="fedcba9876543210"),
+    ]
+    for checkpoint in saved:
+        await store.save_audit_checkpoint(checkpoint)
+    assert await store.audit_checkpoints() == [saved[1], saved[0], saved[2]]

@@ -13,13 +13,15 @@ from fastapi import FastAPI
 from workfleet import __version__
 from workfleet.api_errors import map_domain_errors
 from workfleet.backend.artifacts import ArtifactService
+from workfleet.backend.audit import DIRECTORY as AUDIT_DIRECTORY
+from workfleet.backend.audit import AuditLog
 from workfleet.backend.auth import Authenticator
 from workfleet.backend.datasets import DatasetService
 from workfleet.backend.dispatcher import Dispatcher
 from workfleet.backend.gateway import HttpWorkerGateway, WorkerGateway
 from workfleet.backend.health import HealthMonitor
 from workfleet.backend.orchestrator import Orchestrator, OrchestratorConfig, utc_now
-from workfleet.backend.routes import artifacts, datasets, keys, operations, system, workers
+from workfleet.backend.routes import artifacts, audit, datasets, keys, operations, system, workers
 from workfleet.backend.sessions import SessionHub
 from workfleet.domain.workers import LivenessPolicy
 from workfleet.observability.metrics import BackendMetrics
@@ -70,9 +72,12 @@ def create_app(
         concurrency=settings.health_concurrency,
     )
 
+    audit_log = AuditLog(store, settings.data_dir / AUDIT_DIRECTORY, clock)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
+        await audit_log.start()
         dispatcher = Dispatcher(orchestrator, gateway)
         await orchestrator.start()
         loops = [
@@ -91,6 +96,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             await orchestrator.stop()
+            await audit_log.close()  # after everything that may still record, before the store
             await gateway.close()
             await store.close()
             log.info("backend_stopped")
@@ -106,6 +112,7 @@ def create_app(
     )
     app.state.orchestrator = orchestrator
     app.state.metrics = metrics
+    app.state.audit = audit_log
     app.state.authenticator = Authenticator(settings.auth_mode, settings.cluster_secrets, store)
     app.state.sessions = SessionHub(on_drop=monitor.probe_soon)
     app.state.datasets = DatasetService(store, settings.data_dir / "datasets", clock)
@@ -119,6 +126,7 @@ def create_app(
         workers.router,
         datasets.router,
         keys.router,
+        audit.router,
         system.router,
     ):
         app.include_router(router)

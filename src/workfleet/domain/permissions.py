@@ -12,6 +12,7 @@ Action = Literal[
     "manage_keys",
     "report",  # worker callbacks: register, session, progress, completion
     "scrape",  # /metrics
+    "audit",  # read the audit log
 ]
 
 ALLOWED: Final[dict[Action, frozenset[Role]]] = {
@@ -22,6 +23,7 @@ ALLOWED: Final[dict[Action, frozenset[Role]]] = {
     "manage_keys": frozenset({"admin"}),
     "report": frozenset({"worker"}),
     "scrape": frozenset({"viewer", "operator", "admin", "worker", "monitoring"}),
+    "audit": frozenset({"admin"}),
 }
 
 

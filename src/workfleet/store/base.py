@@ -1,4 +1,4 @@
-"""The Store contract: durable records of operations, workers and API keys.
+"""The Store contract: durable records of operations, workers, API keys and the audit log.
 
 Two implementations keep it: MemoryStore (tests, throwaway runs) and SqlStore (SQLite, and any
 SQLAlchemy database). tests/unit/test_store_contract.py runs the same suite against both.
@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Protocol
 
 from workfleet.domain.artifacts import Artifact
+from workfleet.domain.audit import AuditCheckpoint, AuditRecord
 from workfleet.domain.datasets import Dataset
 from workfleet.domain.operations import Operation, OperationStatus
 from workfleet.domain.workers import Worker
@@ -75,3 +76,17 @@ class Store(Protocol):
 
     async def list_artifacts(self, operation_id: str) -> list[Artifact]:
         """By name."""
+
+    async def append_audit(self, records: list[AuditRecord]) -> None:
+        """Append all or none; Conflict if a seq is already stored. Stored records are never
+        changed or removed."""
+
+    async def audit_records(self, after_seq: int = 0, limit: int = MAX_PAGE) -> list[AuditRecord]:
+        """Those with seq > after_seq, by seq, at most `limit` (capped at MAX_PAGE)."""
+
+    async def last_audit_record(self) -> AuditRecord | None: ...
+
+    async def save_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None: ...
+
+    async def audit_checkpoints(self) -> list[AuditCheckpoint]:
+        """By seq, then in the order saved."""

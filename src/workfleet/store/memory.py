@@ -5,6 +5,7 @@ from datetime import datetime
 from types import SimpleNamespace
 
 from workfleet.domain.artifacts import Artifact
+from workfleet.domain.audit import AuditCheckpoint, AuditRecord
 from workfleet.domain.datasets import Dataset
 from workfleet.domain.errors import Conflict, NotFound
 from workfleet.domain.operations import Operation
@@ -23,6 +24,8 @@ class MemoryStore:
         self._datasets: dict[tuple[str, str], Dataset] = {}
         self._artifacts: dict[tuple[str, str], Artifact] = {}
         self._seq = 0
+        self._audit: dict[int, AuditRecord] = {}
+        self._checkpoints: list[AuditCheckpoint] = []
 
     async def open(self) -> None:
         return None
@@ -120,6 +123,25 @@ class MemoryStore:
 
     async def list_artifacts(self, operation_id: str) -> list[Artifact]:
         return [a for key, a in sorted(self._artifacts.items()) if key[0] == operation_id]
+
+    async def append_audit(self, records: list[AuditRecord]) -> None:
+        seqs = [r.seq for r in records]
+        if len(set(seqs)) != len(seqs) or any(seq in self._audit for seq in seqs):
+            raise Conflict("audit seq already stored")
+        self._audit.update((r.seq, r) for r in records)
+
+    async def audit_records(self, after_seq: int = 0, limit: int = MAX_PAGE) -> list[AuditRecord]:
+        found = sorted(seq for seq in self._audit if seq > after_seq)[: min(limit, MAX_PAGE)]
+        return [self._audit[seq] for seq in found]
+
+    async def last_audit_record(self) -> AuditRecord | None:
+        return self._audit[max(self._audit)] if self._audit else None
+
+    async def save_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        self._checkpoints.append(checkpoint)
+
+    async def audit_checkpoints(self) -> list[AuditCheckpoint]:
+        return sorted(self._checkpoints, key=lambda c: c.seq)  # stable: saved order within a seq
 
 
 def _matches(op: Operation, query: OperationQuery) -> bool:

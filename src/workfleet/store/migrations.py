@@ -18,8 +18,13 @@ def _add_artifacts(conn: sa.Connection) -> None:
     tables.artifacts.create(conn)
 
 
+def _add_audit(conn: sa.Connection) -> None:
+    tables.audit_records.create(conn)  # with its append-only triggers (tables.py)
+    tables.audit_checkpoints.create(conn)
+
+
 # STEPS[n] moves a database from version n to n + 1.
-STEPS: dict[int, Step] = {1: _add_datasets, 2: _add_artifacts}
+STEPS: dict[int, Step] = {1: _add_datasets, 2: _add_artifacts, 3: _add_audit}
 
 
 class SchemaTooNew(RuntimeError):

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import structlog
 
 from workfleet.domain.artifacts import Artifact
+from workfleet.domain.audit import AuditCheckpoint, AuditRecord
 from workfleet.domain.datasets import Dataset
 from workfleet.domain.errors import Conflict, NotFound, WorkfleetError
 from workfleet.domain.operations import TERMINAL, Operation
@@ -26,7 +27,15 @@ from workfleet.domain.workers import Worker
 from workfleet.security.api_keys import ApiKey
 from workfleet.store import codec, migrations
 from workfleet.store.base import MAX_PAGE, OperationQuery
-from workfleet.store.tables import api_keys, artifacts, datasets, operations, workers
+from workfleet.store.tables import (
+    api_keys,
+    artifacts,
+    audit_checkpoints,
+    audit_records,
+    datasets,
+    operations,
+    workers,
+)
 
 T = TypeVar("T")
 # Built once: SQLAlchemy then reuses the compiled SQL (building a 25-column statement per write
@@ -339,3 +348,45 @@ class SqlStore:
         )
         rows = await self._read(lambda conn: conn.execute(query).all())
         return [codec.artifact_from_row(row) for row in rows]
+
+    # ---- audit log ----------------------------------------------------------------------------
+    # Columns are named as the records' fields.
+
+    async def append_audit(self, records: list[AuditRecord]) -> None:
+        rows = [asdict(record) for record in records]
+
+        def _insert(conn: sa.Connection) -> None:
+            try:
+                conn.execute(audit_records.insert(), rows)
+            except sa.exc.IntegrityError as exc:
+                raise Conflict("audit seq already stored") from exc
+
+        await self._writer.submit(_insert)
+
+    async def audit_records(self, after_seq: int = 0, limit: int = MAX_PAGE) -> list[AuditRecord]:
+        query = (
+            sa.select(audit_records)
+            .where(audit_records.c.seq > after_seq)
+            .order_by(audit_records.c.seq)
+            .limit(min(limit, MAX_PAGE))
+        )
+        rows = await self._read(lambda conn: conn.execute(query).all())
+        return [AuditRecord(**row._mapping) for row in rows]
+
+    async def last_audit_record(self) -> AuditRecord | None:
+        query = sa.select(audit_records).order_by(audit_records.c.seq.desc()).limit(1)
+        row = await self._read(lambda conn: conn.execute(query).first())
+        return AuditRecord(**row._mapping) if row else None
+
+    async def save_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        statement = audit_checkpoints.insert().values(**asdict(checkpoint))
+        await self._writer.submit(lambda conn: conn.execute(statement))
+
+    async def audit_checkpoints(self) -> list[AuditCheckpoint]:
+        query = sa.select(audit_checkpoints).order_by(
+            audit_checkpoints.c.seq, audit_checkpoints.c.id
+        )
+        rows = await self._read(lambda conn: conn.execute(query).all())
+        return [
+            AuditCheckpoint(**{k: v for k, v in row._mapping.items() if k != "id"}) for row in rows
+        ]

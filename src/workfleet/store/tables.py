@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class UtcDateTime(sa.types.TypeDecorator[datetime]):
@@ -119,3 +119,54 @@ artifacts = sa.Table(
     sa.Column("size_bytes", sa.Integer, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
 )
+
+# The audit log: append-only. The hash chain makes any change evident (domain/audit.py); on
+# SQLite, triggers also refuse UPDATE and DELETE so a change needs deliberate effort. They are
+# created with the tables, by a fresh database and by the migration alike.
+audit_records = sa.Table(
+    "audit_records",
+    metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),  # SQLite: the rowid itself
+        primary_key=True,
+        autoincrement=False,
+    ),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("outcome", sa.String(64), nullable=False),
+    sa.Column("request_id", sa.String(128)),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+audit_checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("key_id", sa.String(16), nullable=False),
+    sa.Column("signature", sa.String(128), nullable=False),
+)
+
+
+def _append_only(table: sa.Table, what: str) -> None:
+    def create_triggers(target: sa.Table, conn: sa.Connection, **_: Any) -> None:
+        if conn.dialect.name != "sqlite":
+            return
+        for verb in ("UPDATE", "DELETE"):
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER {target.name}_no_{verb.lower()} BEFORE {verb} ON {target.name} "
+                f"BEGIN SELECT RAISE(ABORT, '{what} are append-only'); END"
+            )
+
+    sa.event.listen(table, "after_create", create_triggers)
+
+
+_append_only(audit_records, "audit records")
+_append_only(audit_checkpoints, "audit checkpoints")

@@ -1,7 +1,9 @@
 from fastapi import APIRouter, Request
 
+from workfleet.backend.audit import AuditLog
 from workfleet.backend.auth import Authenticator, create_key
 from workfleet.backend.deps import KeyAdmin, OrchestratorDep
+from workfleet.domain.audit import actor_of
 from workfleet.domain.errors import NotFound
 from workfleet.protocol import KeyCreate, KeyCreated, KeysPage, KeyView
 from workfleet.security.api_keys import ApiKey
@@ -20,8 +22,18 @@ def _view(key: ApiKey) -> KeyView:
 
 
 @router.post("", status_code=201, response_model=KeyCreated)
-async def create(body: KeyCreate, orchestrator: OrchestratorDep, _: KeyAdmin) -> KeyCreated:
+async def create(
+    body: KeyCreate, request: Request, orchestrator: OrchestratorDep, principal: KeyAdmin
+) -> KeyCreated:
     record, raw = await create_key(orchestrator.store, body.name, body.role, orchestrator.clock)
+    audit: AuditLog = request.app.state.audit
+    await audit.record(
+        actor_of(principal),
+        "key.create",
+        f"key:{record.key_id}",
+        "ok",
+        detail={"name": record.name, "role": record.role},  # never the raw key
+    )
     return KeyCreated(**_view(record).model_dump(), key=raw)
 
 
@@ -32,9 +44,14 @@ async def list_keys(orchestrator: OrchestratorDep, _: KeyAdmin) -> KeysPage:
 
 @router.post("/{key_id}/revoke", response_model=KeyView)
 async def revoke(
-    key_id: str, request: Request, orchestrator: OrchestratorDep, _: KeyAdmin
+    key_id: str, request: Request, orchestrator: OrchestratorDep, principal: KeyAdmin
 ) -> KeyView:
-    if not await orchestrator.store.revoke_api_key(key_id, at=orchestrator.clock()):
+    found = await orchestrator.store.revoke_api_key(key_id, at=orchestrator.clock())
+    audit: AuditLog = request.app.state.audit
+    await audit.record(
+        actor_of(principal), "key.revoke", f"key:{key_id}", "ok" if found else "not_found"
+    )
+    if not found:
         raise NotFound(f"no key {key_id}")
     authenticator: Authenticator = request.app.state.authenticator
     authenticator.forget(key_id)
