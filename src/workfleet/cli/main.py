@@ -2,7 +2,7 @@
 
 import typer
 
-from workfleet.cli import admin, audit, data, operations, servers, up
+from workfleet.cli import admin, audit, certs, data, operations, servers, up
 
 app = typer.Typer(
     name="workfleet",
@@ -19,6 +19,7 @@ app.add_typer(operations.ops_app, name="ops")
 app.add_typer(admin.workers_app, name="workers")
 app.add_typer(admin.keys_app, name="keys")
 app.add_typer(data.data_app, name="data")
+app.add_typer(certs.certs_app, name="certs")
 app.add_typer(audit.audit_app, name="audit")
 
 
