@@ -1,6 +1,7 @@
 """A typed async client of the backend API (the CLI, tests and benchmarks use it)."""
 
 import hashlib
+import ssl
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
@@ -47,7 +48,10 @@ class Client:
         api_key: str | None = None,
         timeout_s: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`tls`: for an https backend, a context trusting its CA (and maybe presenting a
+        client certificate); see `security.tls.client_context`."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
         def pool(connections: int) -> httpx.AsyncClient:
@@ -58,6 +62,7 @@ class Client:
                 trust_env=False,
                 transport=transport,
                 limits=httpx.Limits(max_connections=connections),
+                verify=tls if tls is not None else True,
             )
 
         # httpx's pool costs grow with its connection count, so short requests share a few

@@ -7,6 +7,9 @@ from collections.abc import Awaitable, Callable
 import uvicorn
 from fastapi import FastAPI
 
+from workfleet.security.identity import DEFAULT_TRUST_DOMAIN
+from workfleet.security.tls import ReloadingServerTls, identify_peers, peer_protocol
+
 
 class AppServer(uvicorn.Server):
     def __init__(
@@ -24,7 +27,16 @@ class AppServer(uvicorn.Server):
         await super().shutdown(sockets=sockets)  # type: ignore[arg-type]
 
 
-def server_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
+def server_config(
+    app: FastAPI,
+    host: str,
+    port: int,
+    *,
+    tls: ReloadingServerTls | None = None,
+    trust_domain: str = DEFAULT_TRUST_DOMAIN,
+) -> uvicorn.Config:
+    """`tls` (mtls): serve https with that context, each caller's certificate identity in
+    `request.state.peer`."""
     return uvicorn.Config(
         app,
         host=host,
@@ -33,7 +45,8 @@ def server_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
         access_log=False,
         timeout_graceful_shutdown=5,
         loop="uvloop",
-        http="httptools",
+        http="httptools" if tls is None else peer_protocol(identify_peers(trust_domain)),
+        ssl_context_factory=None if tls is None else lambda _config, _default: tls.listener,
         lifespan="on",
     )
 

@@ -6,17 +6,35 @@ Only the CLI builds these (and tests, explicitly); nothing reads the environment
 import ipaddress
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-AuthMode = Literal["none", "token"]
+AuthMode = Literal["none", "token", "mtls"]
 LogFormat = Literal["json", "console"]
 MIN_SECRET_BYTES = 32
 PLACEHOLDER_SECRETS = frozenset({"changeme", "secret", "password", "token", "workfleet"})
 DEFAULT_WORKER_PORTS = {"backtesting": 5003, "training": 5002}
+TRUST_DOMAIN_PATTERN = r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsPaths:
+    """This process's certificate, its key, and the CA bundle it trusts (nothing else)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+def default_ca(data_dir: Path) -> Path:
+    """The CA bundle: the one `certs init` keeps (on the backend host, it follows CA rotation),
+    else the copy `certs issue` writes next to issued certificates (copied to other hosts)."""
+    bundle = data_dir / "pki" / "ca-bundle.crt"
+    return bundle if bundle.exists() else data_dir / "pki" / "issued" / "ca.crt"
 
 
 class ConfigurationError(ValueError):
@@ -50,10 +68,26 @@ class _Common(BaseSettings):
     )
     log_format: LogFormat = "json"
     log_level: str = "INFO"
+    tls_cert: Path | None = Field(None, description="mtls: this process's certificate (PEM)")
+    tls_key: Path | None = Field(None, description="mtls: its private key (PEM, mode 0600)")
+    tls_ca: Path | None = Field(None, description="mtls: the CA bundle to trust (only it)")
+    trust_domain: str = Field("workfleet.local", pattern=TRUST_DOMAIN_PATTERN)
+    tls_reload_interval_s: float = Field(
+        5.0, gt=0, description="mtls: how often certificate files are checked for a change"
+    )
 
     @property
     def cluster_secrets(self) -> tuple[bytes, ...]:
         return split_secrets(self.cluster_token)
+
+    def tls_paths(self, name: str) -> TlsPaths:
+        """Flags, else `<data-dir>/pki/issued/<name>.crt|.key` as `certs issue` writes them."""
+        issued = self.data_dir / "pki" / "issued"
+        return TlsPaths(
+            cert=self.tls_cert or issued / f"{name}.crt",
+            key=self.tls_key or issued / f"{name}.key",
+            ca=self.tls_ca or default_ca(self.data_dir),
+        )
 
     def check_security(self, host: str) -> None:
         """Refuse to start with an unsafe configuration (fail closed)."""
@@ -63,6 +97,8 @@ class _Common(BaseSettings):
                     f"--auth-mode none only binds loopback; refusing to listen on {host}"
                 )
             return
+        if self.auth_mode == "mtls":
+            return  # the certificate files are checked when the TLS contexts are built
         secrets = self.cluster_secrets
         if not secrets:
             raise ConfigurationError(
@@ -137,6 +173,12 @@ class ClientSettings(BaseSettings):
     backend_url: str = "http://127.0.0.1:8000"
     api_key: SecretStr | None = None
     data_dir: Path = Path(".workfleet")
+    tls_ca: Path | None = Field(None, description="https: the CA bundle to trust (only it)")
+    tls_cert: Path | None = Field(None, description="https: a client certificate, if any")
+    tls_key: Path | None = None
+
+    def resolved_tls_ca(self) -> Path:
+        return self.tls_ca or default_ca(self.data_dir)
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -47,20 +47,22 @@ async def test_key_changes_are_audited_readable_by_admins_and_verified_offline(
         (r["seq"], r["actor"], r["action"], r["target"], r["outcome"]) for r in page["items"]
     ] == [
         (1, f"key:{admin_id} (admin)", "key.create", f"key:{viewer_id}", "ok"),
-        (2, f"key:{admin_id} (admin)", "key.revoke", f"key:{viewer_id}", "ok"),
+        (2, f"key:{viewer_id} (vera)", "auth.denied", "GET /api/v1/audit", "403"),
+        (3, f"key:{admin_id} (admin)", "key.revoke", f"key:{viewer_id}", "ok"),
     ]
     assert page["items"][0]["detail"] == {"name": "vera", "role": "viewer"}
     assert page["items"][1]["prev_hash"] == page["items"][0]["hash"]
+    assert page["items"][2]["prev_hash"] == page["items"][1]["hash"]
     assert page["next_after_seq"] is None
     assert created.json()["key"] not in str(page)  # AUD-05: never the secret
     assert ([r["seq"] for r in first["items"]], first["next_after_seq"]) == ([1], 1)
-    assert [r["seq"] for r in rest["items"]] == [2]
+    assert [r["seq"] for r in rest["items"]] == [2, 3]
 
     await cluster.stop()  # a clean stop writes the final checkpoint
     data_dir = str(cluster.data_dir)
     intact = workfleet("audit", "verify", "--data-dir", data_dir)
     assert intact.returncode == 0, intact.stdout + intact.stderr
-    assert "audit log intact: 2 records, 1 checkpoints" in intact.stdout
+    assert "audit log intact: 3 records, 1 checkpoints" in intact.stdout
     tail = workfleet("audit", "tail", "-n", "1", "--data-dir", data_dir)
     assert tail.returncode == 0, tail.stderr
     assert "key.revoke" in tail.stdout
@@ -72,8 +74,8 @@ async def test_key_changes_are_audited_readable_by_admins_and_verified_offline(
 
     with closing(sqlite3.connect(cluster.data_dir / "workfleet.db")) as conn, conn:
         conn.execute("DROP TRIGGER audit_records_no_update")
-        conn.execute("UPDATE audit_records SET outcome = 'not_found' WHERE seq = 2")
+        conn.execute("UPDATE audit_records SET outcome = 'not_found' WHERE seq = 3")
     damaged = workfleet("audit", "verify", "--data-dir", data_dir)
     assert damaged.returncode == 1, damaged.stdout + damaged.stderr
-    assert "seq 2: edited" in damaged.stdout
-    assert "seq 1" not in damaged.stdout
+    assert "seq 3: edited" in damaged.stdout
+    assert "seq 1" not in damaged.stdout and "seq 2" not in damaged.stdout

@@ -15,7 +15,7 @@ from workfleet.api_errors import map_domain_errors
 from workfleet.backend.artifacts import ArtifactService
 from workfleet.backend.audit import DIRECTORY as AUDIT_DIRECTORY
 from workfleet.backend.audit import AuditLog
-from workfleet.backend.auth import Authenticator
+from workfleet.backend.auth import Authenticator, IssuedCertificates
 from workfleet.backend.datasets import DatasetService
 from workfleet.backend.dispatcher import Dispatcher
 from workfleet.backend.gateway import HttpWorkerGateway, WorkerGateway
@@ -26,6 +26,7 @@ from workfleet.backend.sessions import SessionHub
 from workfleet.domain.workers import LivenessPolicy
 from workfleet.observability.metrics import BackendMetrics
 from workfleet.operations.registry import load_operation_types
+from workfleet.security.tls import client_context
 from workfleet.security.tokens import auth_header
 from workfleet.settings import BackendSettings
 from workfleet.store.base import Store
@@ -43,9 +44,12 @@ def create_app(
     clock: Callable[[], datetime] = utc_now,
 ) -> FastAPI:
     store = store or SqlStore(settings.resolved_database_url())
+    mtls = settings.auth_mode == "mtls"
+    tls = settings.tls_paths("backend") if mtls else None
     gateway = gateway or HttpWorkerGateway(
-        headers=auth_header(settings.cluster_secrets),
+        headers={} if mtls else auth_header(settings.cluster_secrets),
         dispatch_timeout_s=settings.dispatch_timeout_s,
+        tls=client_context(tls.ca, tls) if tls is not None else None,
     )
     metrics = BackendMetrics()
     config = OrchestratorConfig(
@@ -113,7 +117,13 @@ def create_app(
     app.state.orchestrator = orchestrator
     app.state.metrics = metrics
     app.state.audit = audit_log
-    app.state.authenticator = Authenticator(settings.auth_mode, settings.cluster_secrets, store)
+    orchestrator.audit = audit_log
+    app.state.authenticator = Authenticator(
+        settings.auth_mode,
+        settings.cluster_secrets,
+        store,
+        certificates=IssuedCertificates(settings.data_dir / "pki") if mtls else None,
+    )
     app.state.sessions = SessionHub(on_drop=monitor.probe_soon)
     app.state.datasets = DatasetService(store, settings.data_dir / "datasets", clock)
     app.state.artifacts = ArtifactService(

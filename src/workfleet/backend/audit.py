@@ -248,6 +248,27 @@ class AuditLog:
         self._queue.put_nowait(entry)
         await done
 
+    def note(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        outcome: str,
+        *,
+        request_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append without waiting, for the scheduler's hot paths: the record takes its place in
+        the chain now and is written with the next batch; a failed write is logged."""
+        if not self._accepting:
+            log.warning("audit_record_dropped", action=action, target=target)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_log_failure)
+        self._queue.put_nowait(
+            _Entry(self._clock(), actor, action, target, outcome, request_id, detail, done)
+        )
+
     async def close(self) -> None:
         """Write what is queued, then a final checkpoint of the head."""
         if self._writer is None:
@@ -371,3 +392,8 @@ def _settle(future: "asyncio.Future[None]", error: BaseException | None) -> None
         future.set_result(None)
     else:
         future.set_exception(error)
+
+
+def _log_failure(done: "asyncio.Future[None]") -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("audit_write_failed", error=str(done.exception()))

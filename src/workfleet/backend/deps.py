@@ -7,7 +7,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from workfleet.backend.auth import LOCAL, Authenticator
-from workfleet.backend.orchestrator import Orchestrator
+from workfleet.backend.orchestrator import AuditTrail, Orchestrator
+from workfleet.domain.audit import actor_of
 from workfleet.domain.errors import Forbidden, Unauthenticated
 from workfleet.domain.permissions import Action, Principal, allowed
 
@@ -30,16 +31,26 @@ def require(*actions: Action) -> Callable[..., Awaitable[Principal]]:
         if authenticator.mode == "none":
             return LOCAL
         principal = await authenticator.authenticate(
-            credentials.credentials if credentials else None
+            credentials.credentials if credentials else None,
+            getattr(request.state, "peer", None),  # mtls: set per connection (security/tls.py)
         )
         if principal is None:
+            _note_denied(request, "anonymous", "401")
             raise Unauthenticated("missing or invalid credential")
         if not any(allowed(principal, action) for action in actions):
+            _note_denied(request, actor_of(principal), "403")
             wanted = " or ".join(a.replace("_", " ") for a in actions)
             raise Forbidden(f"the {principal.role} role may not {wanted}")
         return principal
 
     return authorize
+
+
+def _note_denied(request: Request, actor: str, status: str) -> None:
+    """Refused attempts are part of the record (who knocked, on which door)."""
+    audit: AuditTrail | None = getattr(request.app.state, "audit", None)
+    if audit is not None:
+        audit.note(actor, "auth.denied", f"{request.method} {request.url.path}", status)
 
 
 OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]
@@ -54,3 +65,12 @@ Fetcher = Annotated[Principal, Depends(require("read", "report"))]
 Scraper = Annotated[Principal, Depends(require("scrape"))]
 # A worker may drain or deregister (itself, on SIGTERM); token mode cannot tell workers apart.
 DrainCaller = Annotated[Principal, Depends(require("manage_workers", "report"))]
+
+
+def check_holds(caller: Principal, orchestrator: Orchestrator, operation_id: str) -> None:
+    """A worker proven by its certificate reports and uploads only for the operations it holds
+    (BOLA); token mode has only the lease to go by. Not running at all: the lease check says
+    409."""
+    bound = caller.bound_worker
+    if bound is not None and orchestrator.assigned_worker(operation_id) not in (bound, None):
+        raise Forbidden(f"operation {operation_id} is not running on worker {bound}")

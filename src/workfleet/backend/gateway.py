@@ -2,6 +2,7 @@
 WorkerGateway protocol; HttpWorkerGateway is the real one (one pooled httpx client)."""
 
 import contextlib
+import ssl
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -56,15 +57,27 @@ class WorkerGateway(Protocol):
 
 
 class HttpWorkerGateway:
-    def __init__(self, *, headers: dict[str, str], dispatch_timeout_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        headers: dict[str, str],
+        dispatch_timeout_s: float,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """`tls` (mtls): the backend's client context; workers are reached over https only."""
+        verify: ssl.SSLContext | bool = tls if tls is not None else True
         self._client = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(dispatch_timeout_s, connect=min(dispatch_timeout_s, 3.0)),
             limits=httpx.Limits(max_connections=2000, max_keepalive_connections=1000),
             trust_env=False,
+            verify=verify,
         )
         self._fresh = httpx.AsyncClient(
-            headers=headers, limits=httpx.Limits(max_keepalive_connections=0), trust_env=False
+            headers=headers,
+            limits=httpx.Limits(max_keepalive_connections=0),
+            trust_env=False,
+            verify=verify,
         )
 
     async def dispatch(self, worker: Worker, request: DispatchRequest) -> DispatchResult:

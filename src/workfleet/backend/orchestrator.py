@@ -14,7 +14,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -29,6 +29,7 @@ from workfleet.backend.gateway import WorkerGateway
 from workfleet.backend.writes import WriteChains
 from workfleet.domain import operations as ops_domain
 from workfleet.domain import workers as workers_domain
+from workfleet.domain.audit import actor_of
 from workfleet.domain.errors import (
     Conflict,
     Forbidden,
@@ -75,6 +76,27 @@ class Registration:
     instance_id: str
     accepted_seq: int
     running: tuple[Reported, ...] = ()
+    key_fingerprint: str | None = None  # mtls: the public key of the caller's certificate
+
+
+class AuditTrail(Protocol):
+    """Where scheduler decisions are noted (the backend's AuditLog): without waiting, in order."""
+
+    def note(
+        self,
+        actor: str,
+        action: str,
+        target: str,
+        outcome: str,
+        *,
+        request_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+
+class _NoAudit:
+    def note(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +132,7 @@ class Orchestrator:
         self.active: dict[str, Operation] = {}
         self.queue = PendingQueue()
         self.workers: dict[str, Worker] = {}
+        self._worker_keys: dict[str, str] = {}  # mtls: worker id -> key it registered with
         self._keys: dict[tuple[str, str], str] = {}
         self._recent: OrderedDict[str, Operation] = OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[Operation]]] = {}
@@ -121,6 +144,7 @@ class Orchestrator:
         self._dispatch_seq = itertools.count(1)
         self._background: set[asyncio.Task[Any]] = set()
         self.on_work: Callable[[], None] = lambda: None  # the dispatcher wakes on this
+        self.audit: AuditTrail = _NoAudit()
         self.on_worker_removed: Callable[[str], None] = lambda worker_id: None
         metrics.watch_workers(lambda: list(self.workers.values()))
 
@@ -155,9 +179,15 @@ class Orchestrator:
     # ---- clients ------------------------------------------------------------------------------
 
     async def submit(
-        self, submission: Submission, *, owner: str, idempotency_key: str | None = None
+        self,
+        submission: Submission,
+        *,
+        owner: str,
+        idempotency_key: str | None = None,
+        actor: str | None = None,
     ) -> tuple[Operation, bool]:
-        """Accept an operation durably. Returns (operation, created)."""
+        """Accept an operation durably. Returns (operation, created). `actor`: who, for the
+        audit log (default: the owner)."""
         params = validated_params(submission, self.operation_types, self.workers.values())
         hashed = request_hash(submission, params)
         if idempotency_key is not None:
@@ -199,6 +229,13 @@ class Orchestrator:
             self.queue.push(op)
             self.on_work()
         self.metrics.submitted.labels(op.operation_type).inc()
+        self.audit.note(
+            actor or owner,
+            "operation.submit",
+            f"operation:{op.operation_id}",
+            "accepted",
+            detail={"operation_type": op.operation_type, "priority": op.priority},
+        )
         log.info(
             "operation_submitted",
             operation_id=op.operation_id,
@@ -208,7 +245,11 @@ class Orchestrator:
         return op, True
 
     async def submit_many(
-        self, submissions: list[tuple[Submission, str | None]], *, owner: str
+        self,
+        submissions: list[tuple[Submission, str | None]],
+        *,
+        owner: str,
+        actor: str | None = None,
     ) -> list[Operation]:
         """All or nothing on validation and queue room; each then accepted as by submit()."""
         for index, (submission, _) in enumerate(submissions):
@@ -221,7 +262,10 @@ class Orchestrator:
             self.metrics.rejected_submits.labels("queue_full").inc()
             raise QueueFull(len(self.queue), self._retry_after())
         accepted = await asyncio.gather(
-            *(self.submit(s, owner=owner, idempotency_key=key) for s, key in submissions)
+            *(
+                self.submit(s, owner=owner, idempotency_key=key, actor=actor)
+                for s, key in submissions
+            )
         )
         return [op for op, _ in accepted]
 
@@ -288,6 +332,9 @@ class Orchestrator:
             raise NotFound(f"no operation {operation_id}")
         cancelled = ops_domain.cancel(op, at=self.clock())
         log.info("operation_cancel_requested", operation_id=operation_id, by=by.name)
+        self.audit.note(
+            actor_of(by), "operation.cancel", f"operation:{operation_id}", cancelled.status
+        )
         if cancelled.is_terminal:
             self.queue.discard(operation_id)
             await self._finish(cancelled)
@@ -376,6 +423,7 @@ class Orchestrator:
         """Idempotent; reconciles what the worker says it runs. Returns (worker, stop list)."""
         now = self.clock()
         existing = self.workers.get(reg.worker_id)
+        self._check_same_key(reg, existing is not None)
         new_instance = existing is None or existing.instance_id != reg.instance_id
         worker = Worker(
             worker_id=reg.worker_id,
@@ -395,6 +443,13 @@ class Orchestrator:
             reg.worker_id, reg.running, reg.accepted_seq, same_instance=not new_instance
         )
         await self.store.save_worker(self.workers[reg.worker_id])
+        self.audit.note(
+            f"worker:{reg.worker_id}",
+            "worker.register",
+            f"worker:{reg.worker_id}",
+            "accepted",
+            detail={"endpoint_url": reg.endpoint_url, "new_instance": new_instance},
+        )
         log.info(
             "worker_registered",
             worker_id=reg.worker_id,
@@ -411,12 +466,15 @@ class Orchestrator:
         self._lose_worker_operations(worker, "worker_deregistered", count_loss=False)
         del self.workers[worker_id]
         await self.store.delete_worker(worker_id)
+        self.audit.note("system", "worker.deregister", f"worker:{worker_id}", "removed")
         log.info("worker_deregistered", worker_id=worker_id)
 
     async def set_draining(self, worker_id: str, draining: bool) -> Worker:
         worker = replace(self._worker(worker_id), draining=draining)
         self.workers[worker_id] = worker
         await self.store.save_worker(worker)
+        action = "worker.drain" if draining else "worker.undrain"
+        self.audit.note("system", action, f"worker:{worker_id}", "done")
         log.info("worker_drain_changed", worker_id=worker_id, draining=draining)
         if not draining:
             self.on_work()
@@ -465,6 +523,7 @@ class Orchestrator:
             self._refused_until.pop(worker.worker_id, None)
             await self.store.delete_worker(worker.worker_id)
             self.on_worker_removed(worker.worker_id)
+            self.audit.note("system", "worker.remove", f"worker:{worker.worker_id}", "removed")
             log.warning("worker_removed", worker_id=worker.worker_id)
         return [w.worker_id for w in expired]
 
@@ -500,6 +559,13 @@ class Orchestrator:
         )
         self._assigned_mono[op.operation_id] = self.monotonic()
         self._persist(assigned)
+        self.audit.note(
+            "system",
+            "operation.dispatch",
+            f"operation:{op.operation_id}",
+            "assigned",
+            detail={"worker_id": worker.worker_id, "attempt": assigned.attempt},
+        )
         return assigned, self.workers[worker.worker_id]
 
     def dispatch_accepted(self, operation_id: str, lease: Lease, accepted_seq: int | None) -> None:
@@ -538,6 +604,25 @@ class Orchestrator:
         self.on_work()
 
     # ---- internals ----------------------------------------------------------------------------
+
+    def _check_same_key(self, reg: Registration, known: bool) -> None:
+        """mtls: while a worker id is registered, only the key it registered with may register
+        it again (a second key for an active id is someone else until the first is revoked
+        and the worker removed)."""
+        if reg.key_fingerprint is None:
+            return
+        held = self._worker_keys.get(reg.worker_id)
+        if known and held is not None and held != reg.key_fingerprint:
+            raise Forbidden(
+                f"worker {reg.worker_id} is registered with another certificate key; revoke "
+                "that certificate and let the worker be removed before registering a new one"
+            )
+        self._worker_keys[reg.worker_id] = reg.key_fingerprint
+
+    def assigned_worker(self, operation_id: str) -> str | None:
+        """The worker holding the operation's current attempt (None when it is not running)."""
+        op = self.active.get(operation_id)
+        return op.worker_id if op is not None else None
 
     async def _current_for_report(self, operation_id: str, kind: str) -> Operation:
         op = self.active.get(operation_id)
@@ -612,6 +697,13 @@ class Orchestrator:
             at=self.clock(),
         )
         self.metrics.attempts_lost.labels(reason).inc()
+        self.audit.note(
+            "system",
+            "operation.requeue" if not lost.is_terminal else "operation.lost",
+            f"operation:{op.operation_id}",
+            lost.status,
+            detail={"reason": reason, "worker_id": op.worker_id, "attempt": op.attempt},
+        )
         log.warning(
             "operation_attempt_lost",
             operation_id=op.operation_id,
@@ -640,6 +732,13 @@ class Orchestrator:
         self._recent[op.operation_id] = op
         while len(self._recent) > RECENT_TERMINAL:
             self._recent.popitem(last=False)
+        self.audit.note(
+            "system",
+            "operation.complete",
+            f"operation:{op.operation_id}",
+            op.status,
+            detail={"worker_id": op.worker_id, "attempt": op.attempt},
+        )
         self.on_work()
         task = asyncio.get_running_loop().create_task(self._finished(op, self._persist(op)))
         self._background.add(task)

@@ -11,12 +11,14 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from workfleet.client import ApiError, BackendUnreachable, Client
-from workfleet.settings import ClientSettings, ConfigurationError
+from workfleet.security.tls import client_context
+from workfleet.settings import ClientSettings, ConfigurationError, TlsPaths
 
 T = TypeVar("T")
 out = Console()
 err = Console(stderr=True)
 ADMIN_KEY_FILE = "admin.key"
+BACKEND_URL_FILE = "backend.url"  # where `workfleet up` serves, for the local CLI
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -63,6 +65,10 @@ def client_settings(
     settings = settings_or_exit(
         lambda: ClientSettings(**given(backend_url=backend_url, api_key=api_key, data_dir=data_dir))
     )
+    local_url = settings.data_dir / BACKEND_URL_FILE
+    if "backend_url" not in settings.model_fields_set and local_url.is_file():
+        # a local `workfleet up` says where it serves (https in its default mtls mode)
+        settings = settings.model_copy(update={"backend_url": local_url.read_text().strip()})
     if settings.api_key is None:  # a local `workfleet up` leaves its admin key in the data dir
         local_key = settings.data_dir / ADMIN_KEY_FILE
         if local_key.is_file():
@@ -72,7 +78,13 @@ def client_settings(
 
 def client_from(settings: ClientSettings) -> Client:
     key = settings.api_key.get_secret_value() if settings.api_key else None
-    return Client(settings.backend_url, api_key=key)
+    tls = None
+    if settings.backend_url.startswith("https://"):  # our CA only, never the system's roots
+        identity = None
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            identity = TlsPaths(settings.tls_cert, settings.tls_key, settings.resolved_tls_ca())
+        tls = settings_or_exit(lambda: client_context(settings.resolved_tls_ca(), identity))
+    return Client(settings.backend_url, api_key=key, tls=tls)
 
 
 def with_client(func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:

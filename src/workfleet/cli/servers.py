@@ -9,6 +9,7 @@ import typer
 from workfleet.backend.app import create_app
 from workfleet.cli.common import fail, given, settings_or_exit
 from workfleet.observability.logging import configure_logging
+from workfleet.security.tls import ReloadingServerTls, check_files
 from workfleet.serving import AppServer, bound_port, server_config
 from workfleet.settings import AuthMode, BackendSettings, LogFormat, WorkerSettings
 from workfleet.worker.app import create_worker_app, drain, offered_operation_types
@@ -20,15 +21,21 @@ async def serve_backend(
     stop: asyncio.Event | None = None,
 ) -> None:
     app = create_app(settings)
+    # clients may come with an API key and no certificate; workers prove their identity
+    tls = _server_tls(settings, "backend", require_client_cert=False)
 
     async def release_sessions() -> None:
         app.state.sessions.close()
 
     server = AppServer(
-        server_config(app, settings.host, settings.port), before_shutdown=release_sessions
+        server_config(
+            app, settings.host, settings.port, tls=tls, trust_domain=settings.trust_domain
+        ),
+        before_shutdown=release_sessions,
     )
     serving = asyncio.create_task(server.serve())
     await _until_started(server, serving)
+    watching = _watch(tls, settings.tls_reload_interval_s)
     if started is not None:
         started.set()
     if stop is not None:
@@ -37,18 +44,29 @@ async def serve_backend(
         server.should_exit = True
         stopping.cancel()
     await serving
+    if watching is not None:
+        watching.cancel()
 
 
 async def serve_worker(settings: WorkerSettings) -> None:
     app = create_worker_app(settings)
+    tls = _server_tls(settings, f"worker-{settings.resolved_worker_id()}", require_client_cert=True)
     server = AppServer(
-        server_config(app, settings.host, settings.resolved_port()),
+        server_config(
+            app,
+            settings.host,
+            settings.resolved_port(),
+            tls=tls,
+            trust_domain=settings.trust_domain,
+        ),
         before_shutdown=lambda: drain(app, settings.shutdown_grace_s),
     )
     serving = asyncio.create_task(server.serve())
     await _until_started(server, serving)
+    _watch(tls, settings.tls_reload_interval_s)
+    scheme = "https" if tls is not None else "http"
     app.state.service.endpoint_url = settings.advertise_url or _default_url(
-        settings.host, bound_port(server)
+        scheme, settings.host, bound_port(server)
     )
     app.state.endpoint_ready.set()
     agent: asyncio.Task[None] = app.state.agent_task
@@ -69,10 +87,45 @@ async def _until_started(server: AppServer, serving: "asyncio.Task[None]") -> No
         await asyncio.sleep(0.01)
 
 
-def _default_url(host: str, port: int) -> str:
+def _default_url(scheme: str, host: str, port: int) -> str:
     if host in ("0.0.0.0", "::"):  # noqa: S104 - naming what was bound, not binding
         host = socket.getfqdn()
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
+
+
+def _server_tls(
+    settings: BackendSettings | WorkerSettings, name: str, *, require_client_cert: bool
+) -> ReloadingServerTls | None:
+    if settings.auth_mode != "mtls":
+        return None
+    paths = settings.tls_paths(name)
+    return settings_or_exit(
+        lambda: ReloadingServerTls(paths, require_client_cert=require_client_cert)
+    )
+
+
+_watchers: set["asyncio.Task[None]"] = set()
+
+
+def _watch(tls: ReloadingServerTls | None, interval_s: float) -> "asyncio.Task[None] | None":
+    """Reload the certificate files when they change, for as long as the server runs."""
+    if tls is None:
+        return None
+    task = asyncio.create_task(tls.watch(interval_s))
+    _watchers.add(task)  # held: the loop keeps only weak references to tasks
+    task.add_done_callback(_watchers.discard)
+    return task
+
+
+TlsCert = typer.Option(
+    None, help="mtls: certificate [env WORKFLEET_TLS_CERT; <data-dir>/pki/issued/<name>.crt]"
+)
+TlsKey = typer.Option(
+    None, help="mtls: private key, mode 0600 [env WORKFLEET_TLS_KEY; next to the certificate]"
+)
+TlsCa = typer.Option(
+    None, help="mtls: CA bundle, the only roots trusted [env WORKFLEET_TLS_CA; <data-dir>/pki/]"
+)
 
 
 def backend(
@@ -82,7 +135,12 @@ def backend(
     database_url: str | None = typer.Option(
         None, help="Database URL (default: SQLite in the data dir)"
     ),
-    auth_mode: AuthMode | None = typer.Option(None, help="none (loopback only) or token"),
+    auth_mode: AuthMode | None = typer.Option(
+        None, help="none (loopback only), token or mtls [env WORKFLEET_AUTH_MODE; token]"
+    ),
+    tls_cert: Path | None = TlsCert,
+    tls_key: Path | None = TlsKey,
+    tls_ca: Path | None = TlsCa,
     health_interval: float | None = typer.Option(
         None, "--health-interval", help="Seconds between health checks [10]"
     ),
@@ -103,6 +161,9 @@ def backend(
                 data_dir=data_dir,
                 database_url=database_url,
                 auth_mode=auth_mode,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                tls_ca=tls_ca,
                 health_interval_s=health_interval,
                 health_failure_threshold=health_failure_threshold,
                 worker_removal_s=worker_removal,
@@ -111,6 +172,8 @@ def backend(
         )
     )
     settings_or_exit(lambda: settings.check_security(settings.host))
+    if settings.auth_mode == "mtls":
+        settings_or_exit(lambda: check_files(settings.tls_paths("backend")))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(json=settings.log_format == "json", level=settings.log_level)
     _warn_if_open(settings.auth_mode)
@@ -133,7 +196,13 @@ def worker(
     advertise_url: str | None = typer.Option(
         None, help="URL the backend uses to reach this worker"
     ),
-    auth_mode: AuthMode | None = typer.Option(None, help="none (loopback only) or token"),
+    auth_mode: AuthMode | None = typer.Option(
+        None, help="none (loopback only), token or mtls [env WORKFLEET_AUTH_MODE; token]"
+    ),
+    tls_cert: Path | None = TlsCert,
+    tls_key: Path | None = TlsKey,
+    tls_ca: Path | None = TlsCa,
+    data_dir: Path | None = typer.Option(None, help="Data directory [env WORKFLEET_DATA_DIR]"),
     log_format: LogFormat | None = typer.Option(None, help="json or console"),
 ) -> None:
     """Run a worker: registers itself with the backend and runs what it is sent."""
@@ -148,12 +217,19 @@ def worker(
                 port=port,
                 advertise_url=advertise_url,
                 auth_mode=auth_mode,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                tls_ca=tls_ca,
+                data_dir=data_dir,
                 log_format=log_format,
             )
         )
     )
     settings_or_exit(lambda: settings.check_security(settings.host))
     settings_or_exit(lambda: offered_operation_types(settings.worker_type))
+    if settings.auth_mode == "mtls":
+        name = f"worker-{settings.resolved_worker_id()}"
+        settings_or_exit(lambda: check_files(settings.tls_paths(name)))
     configure_logging(json=settings.log_format == "json", level=settings.log_level)
     _warn_if_open(settings.auth_mode)
     asyncio.run(serve_worker(settings))

@@ -9,21 +9,31 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 from rich.table import Table
 
 from workfleet.backend.auth import create_key
 from workfleet.backend.orchestrator import utc_now
-from workfleet.cli.common import ADMIN_KEY_FILE, out, run
+from workfleet.cli.common import ADMIN_KEY_FILE, BACKEND_URL_FILE, out, run, settings_or_exit
 from workfleet.cli.servers import serve_backend
 from workfleet.client import Client
 from workfleet.observability.logging import configure_logging
+from workfleet.security.identity import Identity
+from workfleet.security.pki import (
+    PkiLayout,
+    init_ca,
+    issue_certificate,
+    load_ca,
+    write_credentials,
+)
+from workfleet.security.tls import client_context
 from workfleet.settings import BackendSettings, ensure_private_dir
 from workfleet.store.sql import SqlStore
 
 TOKEN_FILE = "cluster.token"  # noqa: S105 - a file name, not a secret
+KINDS = ("backtesting", "training")
 DEMO: list[dict[str, Any]] = [
     {"action": "noop"},
     {"action": "sleep", "seconds": 2.0, "steps": 4},
@@ -44,22 +54,42 @@ def up(
         False, "--demo", help="Run a few diagnostic operations and show them"
     ),
     once: bool = typer.Option(False, "--once", help="Stop after start-up (and the demo)"),
+    auth_mode: Literal["mtls", "token"] = typer.Option(
+        "mtls",
+        help="mtls: a CA and a certificate per process, made in the data dir on first run; "
+        "token: one cluster secret",
+    ),
 ) -> None:
     """Start a backend and two local workers (backtesting, training) on SQLite."""
     data = ensure_private_dir(data_dir)
     token = _secret_file(data / TOKEN_FILE, lambda: secrets.token_urlsafe(32))
     admin_key = _secret_file(data / ADMIN_KEY_FILE, lambda: run(_first_admin_key(data)))
+    if auth_mode == "mtls":
+        settings_or_exit(lambda: _local_pki(data))
     settings = BackendSettings(
         data_dir=data,
         port=port,
         host="127.0.0.1",
-        auth_mode="token",
+        auth_mode=auth_mode,
         cluster_token=token,
         log_format="console",
         log_level="WARNING",
     )
+    scheme = "https" if auth_mode == "mtls" else "http"
+    (data / BACKEND_URL_FILE).write_text(f"{scheme}://127.0.0.1:{port}\n")
     configure_logging(json=False, level="WARNING")
     asyncio.run(_up(settings, token, admin_key, demo=demo, once=once))
+
+
+def _local_pki(data: Path) -> None:
+    """A CA and certificates for the backend and the local workers, made once: later runs
+    (and renewals by hand) keep what is there."""
+    layout = PkiLayout.of(data)
+    ca = load_ca(data) if layout.ca_key.exists() else init_ca(data)
+    for identity in (Identity("backend"), *(Identity("worker", f"local-{k}") for k in KINDS)):
+        if not (layout.issued_dir / f"{identity.file_stem}.crt").exists():
+            issued = issue_certificate(ca, identity, dns=["localhost"], ips=["127.0.0.1"])
+            write_credentials(layout.issued_dir, identity, issued, ca.bundle_pem())
 
 
 def _secret_file(path: Path, make: Callable[[], str]) -> str:
@@ -86,15 +116,15 @@ async def _up(
     started, stop = asyncio.Event(), asyncio.Event()
     backend = asyncio.create_task(serve_backend(settings, started, stop))
     await started.wait()
-    url = f"http://127.0.0.1:{settings.port}"
-    workers = [
-        _start_worker(settings.data_dir, url, token, kind) for kind in ("backtesting", "training")
-    ]
+    mtls = settings.auth_mode == "mtls"
+    url = f"{'https' if mtls else 'http'}://127.0.0.1:{settings.port}"
+    workers = [_start_worker(settings, url, token, kind) for kind in KINDS]
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     try:
-        async with Client(url, api_key=admin_key) as client:
+        tls = client_context(settings.tls_paths("backend").ca) if mtls else None
+        async with Client(url, api_key=admin_key, tls=tls) as client:
             await _until_registered(client, len(workers))
             _banner(url, admin_key, settings.data_dir)
             if demo:
@@ -106,18 +136,25 @@ async def _up(
         for process in workers:
             process.send_signal(signal.SIGTERM)
         for process in workers:
-            try:
-                process.wait(timeout=15)
+            try:  # in a thread: the backend shares this loop and must answer their goodbyes
+                await asyncio.to_thread(process.wait, 15)
             except subprocess.TimeoutExpired:
                 process.kill()
         stop.set()
         await backend
 
 
-def _start_worker(data: Path, url: str, token: str, kind: str) -> "subprocess.Popen[bytes]":
-    logs = data / "logs"
+def _start_worker(
+    settings: BackendSettings, url: str, token: str, kind: str
+) -> "subprocess.Popen[bytes]":
+    logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
-    env = {**os.environ, "WORKFLEET_CLUSTER_TOKEN": token}
+    env = {
+        **os.environ,
+        "WORKFLEET_CLUSTER_TOKEN": token,
+        "WORKFLEET_AUTH_MODE": settings.auth_mode,
+        "WORKFLEET_DATA_DIR": str(settings.data_dir),
+    }
     command = [
         sys.executable,
         "-m",

@@ -186,6 +186,11 @@ def checkpoint_from_json(line: str) -> AuditCheckpoint:
 def actor_of(principal: Principal) -> str:
     if principal.key_id is not None:
         return f"key:{principal.key_id} ({principal.name})"
+    if principal.certificate_serial is not None:  # mtls: who, and with which certificate
+        return (
+            f"{principal.role}:{principal.name} serial={principal.certificate_serial:x} "
+            f"spki={(principal.key_fingerprint or '')[:16]}"
+        )
     return principal.name  # `cluster` (the shared secret) or `local` (auth mode none)
 
 

@@ -7,6 +7,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -19,6 +20,16 @@ import httpx
 
 from workfleet.client import Client
 from workfleet.harness.proxy import Proxy
+from workfleet.security.identity import Identity
+from workfleet.security.pki import (
+    PkiLayout,
+    init_ca,
+    issue_certificate,
+    load_ca,
+    write_credentials,
+)
+from workfleet.security.tls import client_context
+from workfleet.settings import TlsPaths
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +139,33 @@ class Cluster:
         self.admin_key = ""
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.auth_mode == "mtls" else "http"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.backend_port}"
+        return f"{self.scheme}://127.0.0.1:{self.backend_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.data_dir / "pki" / "ca-bundle.crt"
+
+    def tls(self, identity: TlsPaths | None = None) -> ssl.SSLContext | None:
+        """mtls: a client context trusting the cluster's CA, presenting `identity` if given."""
+        return client_context(self.ca_file, identity) if self.auth_mode == "mtls" else None
+
+    def issue(self, identity: Identity, **options: Any) -> TlsPaths:
+        """mtls: a certificate from the cluster's CA (made on first use), as `certs issue`
+        writes it into `<data>/pki/issued/`; servers get loopback names unless told."""
+        layout = PkiLayout.of(self.data_dir)
+        ca = load_ca(self.data_dir) if layout.ca_key.exists() else init_ca(self.data_dir)
+        if identity.kind in ("backend", "worker"):
+            options = {"dns": ["localhost"], "ips": ["127.0.0.1"], **options}
+        credentials = issue_certificate(ca, identity, **options)
+        cert, key, bundle = write_credentials(
+            layout.issued_dir, identity, credentials, ca.bundle_pem()
+        )
+        return TlsPaths(cert, key, bundle)
 
     def _env(self, extra: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLEET_")}
@@ -172,6 +208,11 @@ class Cluster:
     async def start_backend(self) -> Process:
         if not self.admin_key:
             self.admin_key = self.create_key()
+        if (
+            self.auth_mode == "mtls"
+            and not (self.data_dir / "pki" / "issued" / "backend.crt").exists()
+        ):
+            self.issue(Identity("backend"))
         env = self._env(
             {
                 **self.timing.backend_env(),
@@ -188,7 +229,7 @@ class Cluster:
         if not self.backend.alive():
             raise RuntimeError(f"backend exited:\n{self.backend.log()[-3000:]}")
         try:
-            async with httpx.AsyncClient(trust_env=False) as http:
+            async with httpx.AsyncClient(trust_env=False, verify=self.tls() or True) as http:
                 return (await http.get(f"{self.url}/health", timeout=1)).status_code == 200
         except httpx.HTTPError:
             return False
@@ -201,18 +242,22 @@ class Cluster:
         worker_type: str = "backtesting",
         proxied: bool = False,
         env: dict[str, str] | None = None,
+        backend_url: str | None = None,
     ) -> Process:
         """proxied: backend<->worker traffic, both ways, goes through two Proxies (extra)."""
         port = free_port()
-        backend_url, advertise = self.url, f"http://127.0.0.1:{port}"
+        backend_url = backend_url or self.url
+        advertise = f"{self.scheme}://127.0.0.1:{port}"
+        if self.auth_mode == "mtls":
+            self.issue(Identity("worker", worker_id))
         proxies: list[Proxy] = []
         if proxied:
             inbound = await Proxy("127.0.0.1", port).start()
             outbound = await Proxy("127.0.0.1", self.backend_port).start()
             proxies = [inbound, outbound]
             self.proxies += proxies
-            advertise = f"http://127.0.0.1:{inbound.port}"
-            backend_url = f"http://127.0.0.1:{outbound.port}"
+            advertise = f"{self.scheme}://127.0.0.1:{inbound.port}"
+            backend_url = f"{self.scheme}://127.0.0.1:{outbound.port}"
         args = [
             "worker",
             "--type",
@@ -235,8 +280,9 @@ class Cluster:
         self.workers[worker_id] = process
         return process
 
-    def client(self, api_key: str | None = None) -> Client:
-        return Client(self.url, api_key=api_key if api_key is not None else self.admin_key)
+    def client(self, api_key: str | None = None, identity: TlsPaths | None = None) -> Client:
+        key = api_key if api_key is not None else self.admin_key
+        return Client(self.url, api_key=key or None, tls=self.tls(identity))
 
     async def wait_workers(
         self, *worker_ids: str, status: str = "available", timeout_s: float = 30.0

@@ -57,8 +57,9 @@ class Agent:
         )
         if response.status_code in (401, 403):
             raise RegistrationRefused(
-                f"the backend refused this worker's credentials (HTTP {response.status_code}): "
-                "check WORKFLEET_CLUSTER_TOKEN"
+                f"the backend refused this worker's credentials (HTTP {response.status_code}: "
+                f"{_detail(response)}): check WORKFLEET_CLUSTER_TOKEN, or in mtls mode the "
+                "worker's certificate"
             )
         if response.status_code in (400, 422):
             raise RegistrationRefused(f"the backend refused the registration: {response.text}")
@@ -93,3 +94,10 @@ class Agent:
     async def announce_drain(self, worker_id: str) -> None:
         response = await self._client.post(f"/api/v1/workers/{worker_id}/drain")
         response.raise_for_status()
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text[:200]

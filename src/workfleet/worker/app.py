@@ -5,7 +5,7 @@ registers."""
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from workfleet import __version__
 from workfleet.api_errors import STATUS_OF, map_domain_errors
-from workfleet.domain.errors import Unauthenticated, WorkfleetError
+from workfleet.domain.errors import Forbidden, Unauthenticated, WorkfleetError
 from workfleet.observability.metrics import CONTENT_TYPE, WorkerMetrics
 from workfleet.operations.registry import OperationType, load_operation_types, types_for_worker
 from workfleet.protocol import (
@@ -32,6 +32,8 @@ from workfleet.protocol import (
     WorkerHealth,
     WorkerOperationView,
 )
+from workfleet.security.identity import IdentityKind, PeerIdentity
+from workfleet.security.tls import client_context
 from workfleet.security.tokens import auth_header, matches_any
 from workfleet.settings import ConfigurationError, WorkerSettings
 from workfleet.worker.agent import Agent
@@ -51,19 +53,34 @@ async def _service(request: Request) -> WorkerService:  # async: no threadpool h
     return service
 
 
-async def _backend_only(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    settings: WorkerSettings = request.app.state.settings
-    if settings.auth_mode == "none":
-        return
-    if credentials is None or not matches_any(credentials.credentials, settings.cluster_secrets):
-        raise Unauthenticated("missing or invalid credential")
+def _callers(*kinds: IdentityKind) -> Callable[..., Awaitable[None]]:
+    """Only the backend calls a worker (and, for /metrics, monitoring): in mtls mode the
+    identity of the caller's certificate says who it is, in token mode the cluster secret."""
+
+    async def authorize(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        settings: WorkerSettings = request.app.state.settings
+        if settings.auth_mode == "none":
+            return
+        if settings.auth_mode == "mtls":
+            peer: PeerIdentity | None = getattr(request.state, "peer", None)
+            if peer is None:  # the handshake demands a certificate; one without an identity
+                raise Unauthenticated("a certificate with a workfleet identity is required")
+            if peer.identity.kind not in kinds:
+                raise Forbidden(f"the {peer.identity.path} identity may not call this worker")
+            return
+        secret = credentials.credentials if credentials else None
+        if secret is None or not matches_any(secret, settings.cluster_secrets):
+            raise Unauthenticated("missing or invalid credential")
+
+    return authorize
 
 
 Service = Annotated[WorkerService, Depends(_service)]
-router = APIRouter(dependencies=[Depends(_backend_only)])
+router = APIRouter(dependencies=[Depends(_callers("backend"))])
+scraped = APIRouter(dependencies=[Depends(_callers("backend", "monitoring"))])
 public = APIRouter()
 
 
@@ -105,7 +122,7 @@ async def health(service: Service) -> WorkerHealth:
     return service.health()
 
 
-@router.get("/metrics", response_class=Response)
+@scraped.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     worker_metrics: WorkerMetrics = request.app.state.metrics
     return Response(worker_metrics.render(), media_type=CONTENT_TYPE)
@@ -128,6 +145,19 @@ def identity_from(settings: WorkerSettings, operation_types: list[str]) -> Ident
             slots=settings.slots,
         ),
         operation_types=operation_types,
+    )
+
+
+def backend_client(settings: WorkerSettings) -> httpx.AsyncClient:
+    """How this worker calls the backend: with its own certificate (mtls) or the secret."""
+    mtls = settings.auth_mode == "mtls"
+    tls = settings.tls_paths(f"worker-{settings.resolved_worker_id()}") if mtls else None
+    return httpx.AsyncClient(
+        base_url=settings.backend_url.rstrip("/"),
+        trust_env=False,
+        headers={} if mtls else auth_header(settings.cluster_secrets),
+        timeout=10.0,
+        verify=client_context(tls.ca, tls) if tls is not None else True,
     )
 
 
@@ -182,12 +212,7 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = httpx.AsyncClient(
-            base_url=settings.backend_url.rstrip("/"),
-            trust_env=False,
-            headers=auth_header(settings.cluster_secrets),
-            timeout=10.0,
-        )
+        client = backend_client(settings)
         service.reporter = Reporter(
             client,
             service.identity.worker_id,
@@ -235,6 +260,7 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
     app.state.metrics = worker_metrics
     app.state.endpoint_ready = endpoint_ready
     app.include_router(router)
+    app.include_router(scraped)
     app.include_router(public)
     map_domain_errors(app)
     return app

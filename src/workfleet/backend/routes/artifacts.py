@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import FileResponse
 
 from workfleet.backend.artifacts import ArtifactService
-from workfleet.backend.deps import Fetcher, Reader, WorkerCaller
+from workfleet.backend.deps import Fetcher, OrchestratorDep, Reader, WorkerCaller, check_holds
 from workfleet.domain.artifacts import Artifact
 from workfleet.domain.operations import Lease
 from workfleet.protocol import ArtifactsPage, ArtifactView
@@ -36,11 +36,13 @@ async def put_artifact(
     name: str,
     request: Request,
     artifacts: Artifacts,
-    _: WorkerCaller,
+    orchestrator: OrchestratorDep,
+    caller: WorkerCaller,
     lease_attempt: Annotated[int, Header(alias="X-Lease-Attempt", ge=1)],
     lease_token: Annotated[str, Header(alias="X-Lease-Token", min_length=8, max_length=128)],
 ) -> ArtifactView:
     """Only the attempt holding the current lease may upload (else 409)."""
+    check_holds(caller, orchestrator, operation_id)
     lease = Lease(lease_attempt, lease_token)
     return _view(await artifacts.put(operation_id, lease, name, await request.body()))
 

@@ -3,8 +3,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Response
 
 from workfleet.backend.admission import Submission
-from workfleet.backend.deps import Canceller, OrchestratorDep, Reader, Submitter, WorkerCaller
+from workfleet.backend.deps import (
+    Canceller,
+    OrchestratorDep,
+    Reader,
+    Submitter,
+    WorkerCaller,
+    check_holds,
+)
 from workfleet.backend.views import operation_view
+from workfleet.domain.audit import actor_of
 from workfleet.domain.operations import ErrorInfo, Lease, OperationStatus, Requirements
 from workfleet.protocol import (
     Ack,
@@ -32,7 +40,10 @@ async def submit(
     idempotency_key: IdempotencyKey = None,
 ) -> OperationView:
     op, created = await orchestrator.submit(
-        _submission(body), owner=caller.name, idempotency_key=idempotency_key
+        _submission(body),
+        owner=caller.name,
+        idempotency_key=idempotency_key,
+        actor=actor_of(caller),
     )
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
@@ -45,7 +56,7 @@ async def submit_batch(
 ) -> OperationsAccepted:
     """Many submits in one request: validated all or nothing, then each accepted durably."""
     submissions = [(_submission(item), item.idempotency_key) for item in body.operations]
-    ops = await orchestrator.submit_many(submissions, owner=caller.name)
+    ops = await orchestrator.submit_many(submissions, owner=caller.name, actor=actor_of(caller))
     return OperationsAccepted(items=[operation_view(op) for op in ops])
 
 
@@ -95,8 +106,9 @@ async def cancel(
 
 @router.post("/operations/{operation_id}/progress", response_model=Ack)
 async def report_progress(
-    operation_id: str, body: ProgressReport, orchestrator: OrchestratorDep, _: WorkerCaller
+    operation_id: str, body: ProgressReport, orchestrator: OrchestratorDep, caller: WorkerCaller
 ) -> Ack:
+    check_holds(caller, orchestrator, operation_id)
     progress = body.progress.model_dump(mode="json", exclude_none=True) if body.progress else None
     await orchestrator.report_progress(
         operation_id,
@@ -109,8 +121,9 @@ async def report_progress(
 
 @router.post("/operations/{operation_id}/complete", response_model=Ack)
 async def report_completion(
-    operation_id: str, body: CompletionReport, orchestrator: OrchestratorDep, _: WorkerCaller
+    operation_id: str, body: CompletionReport, orchestrator: OrchestratorDep, caller: WorkerCaller
 ) -> Ack:
+    check_holds(caller, orchestrator, operation_id)
     await orchestrator.report_completion(
         operation_id,
         Lease(body.lease.attempt, body.lease.token),
@@ -128,7 +141,9 @@ async def report_completion(
 async def _legacy_start(
     operation_type: str, params: dict[str, Any], orchestrator: OrchestratorDep, caller: Submitter
 ) -> LegacyStartResponse:
-    op, _ = await orchestrator.submit(Submission(operation_type, params), owner=caller.name)
+    op, _ = await orchestrator.submit(
+        Submission(operation_type, params), owner=caller.name, actor=actor_of(caller)
+    )
     return LegacyStartResponse(
         success=True,
         operation_id=op.operation_id,

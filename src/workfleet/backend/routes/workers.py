@@ -8,12 +8,14 @@ from workfleet.backend.deps import (
     Reader,
     WorkerAdmin,
     WorkerCaller,
+    check_holds,
 )
 from workfleet.backend.orchestrator import Orchestrator, Registration
 from workfleet.backend.sessions import SessionHub
 from workfleet.backend.views import reported, worker_view
-from workfleet.domain.errors import Conflict, NotFound
+from workfleet.domain.errors import Conflict, Forbidden, NotFound
 from workfleet.domain.operations import ErrorInfo, Lease
+from workfleet.domain.permissions import Principal, check_acts_as
 from workfleet.domain.workers import Capabilities
 from workfleet.protocol import (
     LeaseModel,
@@ -33,8 +35,9 @@ router = APIRouter(prefix="/api/v1/workers", tags=["workers"])
 
 @router.post("/register", response_model=RegistrationAccepted)
 async def register(
-    body: WorkerRegistration, orchestrator: OrchestratorDep, _: WorkerCaller
+    body: WorkerRegistration, orchestrator: OrchestratorDep, caller: WorkerCaller
 ) -> RegistrationAccepted:
+    check_acts_as(caller, body.worker_id)
     registration = Registration(
         worker_id=body.worker_id,
         worker_type=body.worker_type,
@@ -44,6 +47,7 @@ async def register(
         instance_id=body.instance_id,
         accepted_seq=body.accepted_seq,
         running=reported(body.running_operations),
+        key_fingerprint=caller.key_fingerprint,
     )
     worker, stop = await orchestrator.register(registration)
     stops = [
@@ -60,9 +64,10 @@ async def register(
 
 @router.get("/{worker_id}/session", status_code=204, response_class=Response)
 async def session(
-    worker_id: str, request: Request, orchestrator: OrchestratorDep, _: WorkerCaller
+    worker_id: str, request: Request, orchestrator: OrchestratorDep, caller: WorkerCaller
 ) -> Response:
     """Held open for as long as the worker lives; 404 tells the worker to register again."""
+    check_acts_as(caller, worker_id)
     if not orchestrator.worker_known(worker_id):
         raise NotFound(f"no worker {worker_id}: register first")
     sessions: SessionHub = request.app.state.sessions
@@ -72,10 +77,11 @@ async def session(
 
 @router.post("/{worker_id}/reports", response_model=ReportResults)
 async def reports(
-    worker_id: str, body: ReportBatch, orchestrator: OrchestratorDep, _: WorkerCaller
+    worker_id: str, body: ReportBatch, orchestrator: OrchestratorDep, caller: WorkerCaller
 ) -> ReportResults:
     """Progress and results of many operations in one request (what workers send)."""
-    statuses = await asyncio.gather(*(_report(orchestrator, item) for item in body.reports))
+    check_acts_as(caller, worker_id)
+    statuses = await asyncio.gather(*(_report(orchestrator, item, caller) for item in body.reports))
     return ReportResults(
         results=[
             ReportOutcome(operation_id=item.operation_id, status=status)
@@ -84,10 +90,11 @@ async def reports(
     )
 
 
-async def _report(orchestrator: Orchestrator, item: ReportItem) -> int:
+async def _report(orchestrator: Orchestrator, item: ReportItem, caller: Principal) -> int:
     lease = Lease(item.lease.attempt, item.lease.token)
     progress = item.progress.model_dump(mode="json", exclude_none=True) if item.progress else None
     try:
+        check_holds(caller, orchestrator, item.operation_id)
         if item.outcome is None:
             await orchestrator.report_progress(
                 item.operation_id, lease, progress, started_at=item.started_at
@@ -104,6 +111,8 @@ async def _report(orchestrator: Orchestrator, item: ReportItem) -> int:
             )
     except Conflict:  # a stale lease, or an outcome the operation cannot take
         return 409
+    except Forbidden:
+        return 403
     except NotFound:
         return 404
     return 200
@@ -124,8 +133,9 @@ async def get_worker(worker_id: str, orchestrator: OrchestratorDep, _: Reader) -
 
 
 @router.post("/{worker_id}/drain", response_model=WorkerView)
-async def drain(worker_id: str, orchestrator: OrchestratorDep, _: DrainCaller) -> WorkerView:
+async def drain(worker_id: str, orchestrator: OrchestratorDep, caller: DrainCaller) -> WorkerView:
     """No new operations go to the worker; running ones finish."""
+    check_acts_as(caller, worker_id)
     return worker_view(await orchestrator.set_draining(worker_id, True))
 
 
@@ -135,7 +145,10 @@ async def undrain(worker_id: str, orchestrator: OrchestratorDep, _: WorkerAdmin)
 
 
 @router.delete("/{worker_id}", status_code=204, response_class=Response)
-async def deregister(worker_id: str, orchestrator: OrchestratorDep, _: DrainCaller) -> Response:
+async def deregister(
+    worker_id: str, orchestrator: OrchestratorDep, caller: DrainCaller
+) -> Response:
     """A worker leaving on purpose (SIGTERM); what it still held is queued again."""
+    check_acts_as(caller, worker_id)
     await orchestrator.deregister(worker_id)
     return Response(status_code=204)
