@@ -2,7 +2,7 @@
 
 import typer
 
-from workfleet.cli import admin, audit, certs, data, operations, servers, up
+from workfleet.cli import admin, audit, certs, data, operations, servers, simulate, up
 
 app = typer.Typer(
     name="workfleet",
@@ -14,6 +14,7 @@ app = typer.Typer(
 app.command()(servers.backend)
 app.command()(servers.worker)
 app.command()(up.up)
+app.command()(simulate.simulate)
 app.add_typer(operations.submit_app, name="submit")
 app.add_typer(operations.ops_app, name="ops")
 app.add_typer(admin.workers_app, name="workers")
