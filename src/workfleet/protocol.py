@@ -368,3 +368,28 @@ class AuditPage(BaseModel):
     next_after_seq: int | None = Field(
         description="pass as after_seq for the next page; null: none"
     )
+
+
+# ---- certificates (mtls enrollment and renewal) ----------------------------------------------
+
+MAX_PEM = 16_384
+
+
+class CertificateRequest(Request):
+    """A CSR for the worker's key; only the key is used. `dns`/`ips` are the names the worker
+    is reached by (its advertised URL's host), put in the certificate for hostname checks."""
+
+    csr_pem: str = Field(max_length=MAX_PEM)
+    dns: list[str] = Field(default_factory=list, max_length=8)
+    ips: list[str] = Field(default_factory=list, max_length=8)
+
+
+class EnrollmentRequest(CertificateRequest):
+    worker_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    bootstrap_token: str = Field(max_length=256)
+
+
+class CertificateIssued(BaseModel):
+    certificate_pem: str
+    ca_pem: str
+    not_after: datetime

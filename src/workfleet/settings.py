@@ -127,6 +127,9 @@ class BackendSettings(_Common):
     max_pending: int = Field(10_000, ge=1, description="queue bound; beyond it submit gets 429")
     progress_persist_interval_s: float = Field(2.0, gt=0)
     placement: Literal["round_robin"] = "round_robin"
+    worker_cert_lifetime_s: float = Field(
+        86_400.0, ge=10, le=30 * 86_400, description="mtls: certificates issued to workers"
+    )
 
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -158,6 +161,9 @@ class WorkerSettings(_Common):
     cores: int | None = None
     execution_log: Path | None = Field(
         None, description="test runs: append a JSON line per operation start and end here"
+    )
+    bootstrap_token: SecretStr | None = Field(
+        None, description="mtls: enroll with this one-time token when there is no certificate"
     )
 
     def resolved_port(self) -> int:

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -18,10 +18,20 @@ from workfleet.backend.audit import AuditLog
 from workfleet.backend.auth import Authenticator, IssuedCertificates
 from workfleet.backend.datasets import DatasetService
 from workfleet.backend.dispatcher import Dispatcher
+from workfleet.backend.enrollment import Enrollment
 from workfleet.backend.gateway import HttpWorkerGateway, WorkerGateway
 from workfleet.backend.health import HealthMonitor
 from workfleet.backend.orchestrator import Orchestrator, OrchestratorConfig, utc_now
-from workfleet.backend.routes import artifacts, audit, datasets, keys, operations, system, workers
+from workfleet.backend.routes import (
+    artifacts,
+    audit,
+    certificates,
+    datasets,
+    keys,
+    operations,
+    system,
+    workers,
+)
 from workfleet.backend.sessions import SessionHub
 from workfleet.domain.workers import LivenessPolicy
 from workfleet.observability.metrics import BackendMetrics
@@ -116,6 +126,11 @@ def create_app(
     )
     app.state.orchestrator = orchestrator
     app.state.metrics = metrics
+    app.state.enrollment = (
+        Enrollment(settings.data_dir, timedelta(seconds=settings.worker_cert_lifetime_s), clock)
+        if mtls
+        else None
+    )
     app.state.audit = audit_log
     orchestrator.audit = audit_log
     app.state.authenticator = Authenticator(
@@ -137,6 +152,7 @@ def create_app(
         datasets.router,
         keys.router,
         audit.router,
+        certificates.router,
         system.router,
     ):
         app.include_router(router)

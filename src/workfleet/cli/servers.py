@@ -11,8 +11,9 @@ from workfleet.cli.common import fail, given, settings_or_exit
 from workfleet.observability.logging import configure_logging
 from workfleet.security.tls import ReloadingServerTls, check_files
 from workfleet.serving import AppServer, bound_port, server_config
-from workfleet.settings import AuthMode, BackendSettings, LogFormat, WorkerSettings
+from workfleet.settings import AuthMode, BackendSettings, LogFormat, TlsPaths, WorkerSettings
 from workfleet.worker.app import create_worker_app, drain, offered_operation_types
+from workfleet.worker.certificates import enroll_if_needed, own_paths
 
 
 async def serve_backend(
@@ -22,7 +23,7 @@ async def serve_backend(
 ) -> None:
     app = create_app(settings)
     # clients may come with an API key and no certificate; workers prove their identity
-    tls = _server_tls(settings, "backend", require_client_cert=False)
+    tls = _server_tls(settings, settings.tls_paths("backend"), require_client_cert=False)
 
     async def release_sessions() -> None:
         app.state.sessions.close()
@@ -50,7 +51,7 @@ async def serve_backend(
 
 async def serve_worker(settings: WorkerSettings) -> None:
     app = create_worker_app(settings)
-    tls = _server_tls(settings, f"worker-{settings.resolved_worker_id()}", require_client_cert=True)
+    tls = _server_tls(settings, own_paths(settings), require_client_cert=True)
     server = AppServer(
         server_config(
             app,
@@ -94,11 +95,10 @@ def _default_url(scheme: str, host: str, port: int) -> str:
 
 
 def _server_tls(
-    settings: BackendSettings | WorkerSettings, name: str, *, require_client_cert: bool
+    settings: BackendSettings | WorkerSettings, paths: TlsPaths, *, require_client_cert: bool
 ) -> ReloadingServerTls | None:
     if settings.auth_mode != "mtls":
         return None
-    paths = settings.tls_paths(name)
     return settings_or_exit(
         lambda: ReloadingServerTls(paths, require_client_cert=require_client_cert)
     )
@@ -201,7 +201,18 @@ def worker(
     ),
     tls_cert: Path | None = TlsCert,
     tls_key: Path | None = TlsKey,
-    tls_ca: Path | None = TlsCa,
+    tls_ca: Path | None = typer.Option(
+        None,
+        "--tls-ca",
+        "--ca-file",
+        help="mtls: CA bundle, the only roots trusted [env WORKFLEET_TLS_CA; <data-dir>/pki/]",
+    ),
+    bootstrap_token: str | None = typer.Option(
+        None,
+        help="mtls: enroll with this one-time token (from `workfleet certs bootstrap-token`) "
+        "when the worker has no certificate yet [env WORKFLEET_BOOTSTRAP_TOKEN]",
+        show_default=False,
+    ),
     data_dir: Path | None = typer.Option(None, help="Data directory [env WORKFLEET_DATA_DIR]"),
     log_format: LogFormat | None = typer.Option(None, help="json or console"),
 ) -> None:
@@ -220,6 +231,7 @@ def worker(
                 tls_cert=tls_cert,
                 tls_key=tls_key,
                 tls_ca=tls_ca,
+                bootstrap_token=bootstrap_token,
                 data_dir=data_dir,
                 log_format=log_format,
             )
@@ -228,8 +240,8 @@ def worker(
     settings_or_exit(lambda: settings.check_security(settings.host))
     settings_or_exit(lambda: offered_operation_types(settings.worker_type))
     if settings.auth_mode == "mtls":
-        name = f"worker-{settings.resolved_worker_id()}"
-        settings_or_exit(lambda: check_files(settings.tls_paths(name)))
+        settings_or_exit(lambda: enroll_if_needed(settings))
+        settings_or_exit(lambda: check_files(own_paths(settings)))
     configure_logging(json=settings.log_format == "json", level=settings.log_level)
     _warn_if_open(settings.auth_mode)
     asyncio.run(serve_worker(settings))

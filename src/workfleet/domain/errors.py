@@ -52,3 +52,7 @@ class Unauthenticated(WorkfleetError):
 
 class Forbidden(WorkfleetError):
     pass
+
+
+class Unavailable(WorkfleetError):
+    """This backend cannot do that now or at all (it holds no CA, say); another could."""

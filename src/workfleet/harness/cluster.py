@@ -243,12 +243,14 @@ class Cluster:
         proxied: bool = False,
         env: dict[str, str] | None = None,
         backend_url: str | None = None,
+        issue_certificate: bool = True,
     ) -> Process:
-        """proxied: backend<->worker traffic, both ways, goes through two Proxies (extra)."""
+        """proxied: backend<->worker traffic, both ways, goes through two Proxies (extra).
+        issue_certificate=False (mtls): the worker must enroll (WORKFLEET_BOOTSTRAP_TOKEN)."""
         port = free_port()
         backend_url = backend_url or self.url
         advertise = f"{self.scheme}://127.0.0.1:{port}"
-        if self.auth_mode == "mtls":
+        if self.auth_mode == "mtls" and issue_certificate:  # else: it enrolls by itself
             self.issue(Identity("worker", worker_id))
         proxies: list[Proxy] = []
         if proxied:

@@ -316,7 +316,8 @@ def _sign_leaf(
     extra_names = _general_names(identity.kind, dns, ips)
     if lifetime <= timedelta(0):
         raise InvalidRequest("a certificate lifetime must be positive")
-    not_before = now - CLOCK_SKEW
+    # backdated for clock skew, but never by a large share of a short lifetime
+    not_before = now - min(CLOCK_SKEW, lifetime / 10)
     # notAfter - notBefore is exactly the lifetime, so a policy maximum holds as stated
     not_after = not_before + lifetime
     if not_after > ca.cert.not_valid_after_utc:
@@ -462,14 +463,22 @@ def sign_worker_csr(
 
 def make_key_and_csr(worker_id: str) -> tuple[bytes, bytes]:
     """The worker side of enrollment: a P-256 key (PKCS8 PEM) and a CSR for it."""
-    identity = Identity("worker", worker_id)
-    key = ec.generate_private_key(ec.SECP256R1())
+    key_pem = _private_pem(ec.generate_private_key(ec.SECP256R1()))
+    return key_pem, csr_for_key(key_pem, worker_id)
+
+
+def csr_for_key(key_pem: bytes, worker_id: str) -> bytes:
+    """A CSR for an existing key: renewal keeps the key, so the backend still knows the worker
+    by it (one key per active worker id)."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CsrRefused("the worker's key must be an EC key")
     csr = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(_leaf_subject(identity))
+        .subject_name(_leaf_subject(Identity("worker", worker_id)))
         .sign(key, hashes.SHA256())
     )
-    return _private_pem(key), csr.public_bytes(serialization.Encoding.PEM)
+    return csr.public_bytes(serialization.Encoding.PEM)
 
 
 def check_private_key_file(path: Path) -> None:

@@ -58,7 +58,7 @@ class Agent:
         if response.status_code in (401, 403):
             raise RegistrationRefused(
                 f"the backend refused this worker's credentials (HTTP {response.status_code}: "
-                f"{_detail(response)}): check WORKFLEET_CLUSTER_TOKEN, or in mtls mode the "
+                f"{response_detail(response)}): check WORKFLEET_CLUSTER_TOKEN, or in mtls mode the "
                 "worker's certificate"
             )
         if response.status_code in (400, 422):
@@ -96,7 +96,8 @@ class Agent:
         response.raise_for_status()
 
 
-def _detail(response: httpx.Response) -> str:
+def response_detail(response: httpx.Response) -> str:
+    """The `detail` of an error answer, or its text."""
     try:
         return str(response.json().get("detail", response.text))
     except ValueError:

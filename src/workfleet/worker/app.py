@@ -4,6 +4,7 @@ registers."""
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -38,6 +39,7 @@ from workfleet.security.tokens import auth_header, matches_any
 from workfleet.settings import ConfigurationError, WorkerSettings
 from workfleet.worker.agent import Agent
 from workfleet.worker.artifacts import ArtifactTransfers
+from workfleet.worker.certificates import CertificateRenewer, own_paths
 from workfleet.worker.datasets import DatasetCache
 from workfleet.worker.execution_log import ExecutionLog
 from workfleet.worker.reporter import Reporter
@@ -148,17 +150,19 @@ def identity_from(settings: WorkerSettings, operation_types: list[str]) -> Ident
     )
 
 
-def backend_client(settings: WorkerSettings) -> httpx.AsyncClient:
-    """How this worker calls the backend: with its own certificate (mtls) or the secret."""
+def backend_client(settings: WorkerSettings) -> tuple[httpx.AsyncClient, ssl.SSLContext | None]:
+    """How this worker calls the backend: with its own certificate (mtls; the context comes
+    back too, so a renewed certificate can be loaded into it) or the cluster secret."""
     mtls = settings.auth_mode == "mtls"
-    tls = settings.tls_paths(f"worker-{settings.resolved_worker_id()}") if mtls else None
-    return httpx.AsyncClient(
+    tls = client_context(own_paths(settings).ca, own_paths(settings)) if mtls else None
+    client = httpx.AsyncClient(
         base_url=settings.backend_url.rstrip("/"),
         trust_env=False,
         headers={} if mtls else auth_header(settings.cluster_secrets),
         timeout=10.0,
-        verify=client_context(tls.ca, tls) if tls is not None else True,
+        verify=tls if tls is not None else True,
     )
+    return client, tls
 
 
 def offered_operation_types(worker_type: str) -> dict[str, OperationType]:
@@ -212,7 +216,12 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = backend_client(settings)
+        client, client_tls = backend_client(settings)
+        renewing = None
+        if client_tls is not None:
+            renewer = CertificateRenewer(settings, client, client_tls)
+            service.certificate_problem = renewer.problem
+            renewing = asyncio.create_task(renewer.run())
         service.reporter = Reporter(
             client,
             service.identity.worker_id,
@@ -240,6 +249,8 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
         try:
             yield
         finally:
+            if renewing is not None:
+                renewing.cancel()
             agent_task.cancel()
             with contextlib.suppress(BaseException):
                 await agent_task

@@ -3,6 +3,7 @@
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psutil
@@ -47,6 +48,8 @@ class WorkerService:
         self.reporter: Reporter | None = None
         self.execution_log: ExecutionLog | None = None
         self.instance_id = uuid.uuid4().hex
+        # mtls: why this worker's certificate is about to fail it (see worker/certificates.py)
+        self.certificate_problem: Callable[[], str | None] = lambda: None
         self.endpoint_url: str | None = None
         self.draining = False
         self.accepted_seq = 0
@@ -163,7 +166,8 @@ class WorkerService:
         active = len(self.runner.jobs)
         status = "draining" if self.draining else ("busy" if active >= slots else "idle")
         return WorkerHealth(
-            healthy=self.runner.broken is None,  # a 200 saying false still counts as a failure
+            # a 200 saying false still counts as a failure
+            healthy=self.runner.broken is None and self.certificate_problem() is None,
             worker_id=self.identity.worker_id,
             worker_type=self.identity.worker_type,
             instance_id=self.instance_id,
