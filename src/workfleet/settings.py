@@ -125,6 +125,9 @@ class BackendSettings(_Common):
     dispatch_timeout_s: float = Field(10.0, gt=0)
     max_losses: int = Field(3, ge=1, description="lost attempts before an operation fails")
     max_pending: int = Field(10_000, ge=1, description="queue bound; beyond it submit gets 429")
+    max_unfinished_per_owner: int = Field(
+        10_000, ge=1, description="unfinished operations one API key (owner) may have; then 429"
+    )
     progress_persist_interval_s: float = Field(2.0, gt=0)
     placement: Literal["round_robin"] = "round_robin"
     worker_cert_lifetime_s: float = Field(

@@ -395,6 +395,23 @@ async def test_submit_to_a_full_queue_raises_queue_full_with_retry_after_of_a_se
     assert caught.value.retry_after_s >= 1
 
 
+async def test_one_owner_cannot_fill_the_queue_past_its_limit(make_rig: MakeRig) -> None:
+    """Per-key limit: alice's backlog gets 429 while bob still gets in; a finished operation
+    frees alice's room again."""
+    rig = make_rig(max_unfinished_per_owner=2)
+    first = await rig.submit(owner="alice")
+    await rig.submit(owner="alice")
+    with pytest.raises(QueueFull, match="alice has 2 unfinished operations") as caught:
+        await rig.submit(owner="alice")
+    with pytest.raises(QueueFull):
+        await rig.orch.submit_many([(NOOP, None)], owner="alice")
+    await rig.submit(owner="bob")
+    await rig.orch.cancel(first.operation_id, by=ALICE)  # pending: cancelled at once
+    await rig.submit(owner="alice")
+    assert caught.value.retry_after_s >= 1
+    assert rig.sample("workfleet_operations_rejected_total", reason="owner_limit") == 2.0
+
+
 async def test_a_submit_refused_for_a_full_queue_is_not_stored_and_is_counted(
     make_rig: MakeRig,
 ) -> None:

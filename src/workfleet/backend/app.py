@@ -66,6 +66,7 @@ def create_app(
         liveness=LivenessPolicy(settings.health_failure_threshold, settings.worker_removal_s),
         max_losses=settings.max_losses,
         max_pending=settings.max_pending,
+        max_unfinished_per_owner=settings.max_unfinished_per_owner,
         dispatch_timeout_s=settings.dispatch_timeout_s,
         placement=settings.placement,
     )

@@ -62,6 +62,7 @@ class OrchestratorConfig:
     liveness: LivenessPolicy = field(default_factory=LivenessPolicy)
     max_losses: int = 3
     max_pending: int = 10_000
+    max_unfinished_per_owner: int = 10_000  # one key cannot fill the whole queue
     dispatch_timeout_s: float = 10.0
     placement: str = "round_robin"
 
@@ -133,6 +134,7 @@ class Orchestrator:
         self.queue = PendingQueue()
         self.workers: dict[str, Worker] = {}
         self._worker_keys: dict[str, str] = {}  # mtls: worker id -> key it registered with
+        self._unfinished_by_owner: dict[str, int] = {}
         self._keys: dict[tuple[str, str], str] = {}
         self._recent: OrderedDict[str, Operation] = OrderedDict()
         self._waiters: dict[str, list[asyncio.Future[Operation]]] = {}
@@ -194,9 +196,7 @@ class Orchestrator:
             existing = await self._live_by_key(owner, idempotency_key)
             if existing is not None:
                 return replayed(existing, hashed), False
-        if len(self.queue) >= self.config.max_pending:
-            self.metrics.rejected_submits.labels("queue_full").inc()
-            raise QueueFull(len(self.queue), self._retry_after())
+        self._check_room(owner, 1)
         op = Operation(
             operation_id=f"op_{secrets.token_hex(12)}",
             operation_type=submission.operation_type,
@@ -211,10 +211,12 @@ class Orchestrator:
         if idempotency_key is not None:
             self._keys[(owner, idempotency_key)] = op.operation_id
         self.active[op.operation_id] = op
+        self._count_owner(owner, +1)
         try:
             await self._writes.insert(op)
         except Exception as exc:
             self.active.pop(op.operation_id, None)
+            self._count_owner(owner, -1)
             if idempotency_key is None:
                 raise
             self._keys.pop((owner, idempotency_key), None)
@@ -258,9 +260,7 @@ class Orchestrator:
             except InvalidRequest as exc:
                 raise InvalidRequest(f"operations[{index}]: {exc}") from exc
         await self._check_batch_keys(submissions, owner)
-        if len(self.queue) + len(submissions) > self.config.max_pending:
-            self.metrics.rejected_submits.labels("queue_full").inc()
-            raise QueueFull(len(self.queue), self._retry_after())
+        self._check_room(owner, len(submissions))
         accepted = await asyncio.gather(
             *(
                 self.submit(s, owner=owner, idempotency_key=key, actor=actor)
@@ -268,6 +268,15 @@ class Orchestrator:
             )
         )
         return [op for op, _ in accepted]
+
+    def _check_room(self, owner: str, wanted: int) -> None:
+        if len(self.queue) + wanted > self.config.max_pending:
+            self.metrics.rejected_submits.labels("queue_full").inc()
+            raise QueueFull(len(self.queue), self._retry_after())
+        unfinished = self._unfinished_by_owner.get(owner, 0)
+        if unfinished + wanted > self.config.max_unfinished_per_owner:
+            self.metrics.rejected_submits.labels("owner_limit").inc()
+            raise QueueFull(unfinished, self._retry_after(), owner=owner)
 
     async def _check_batch_keys(
         self, submissions: list[tuple[Submission, str | None]], owner: str
@@ -724,7 +733,8 @@ class Orchestrator:
         """Record a terminal state now (so no later report can land on the old record), then
         persist it; the returned task ends once it is durable and waiters are told."""
         self._release(op.worker_id or "", op.operation_id)
-        self.active.pop(op.operation_id, None)
+        if self.active.pop(op.operation_id, None) is not None:
+            self._count_owner(op.owner, -1)
         self._assigned_mono.pop(op.operation_id, None)
         self._dirty_progress.discard(op.operation_id)
         if op.idempotency_key is not None:
@@ -772,8 +782,16 @@ class Orchestrator:
 
     def _remember(self, op: Operation) -> None:
         self.active[op.operation_id] = op
+        self._count_owner(op.owner, +1)
         if op.idempotency_key is not None:
             self._keys[(op.owner, op.idempotency_key)] = op.operation_id
+
+    def _count_owner(self, owner: str, delta: int) -> None:
+        count = self._unfinished_by_owner.get(owner, 0) + delta
+        if count > 0:
+            self._unfinished_by_owner[owner] = count
+        else:
+            self._unfinished_by_owner.pop(owner, None)
 
     def _replace(self, before: Operation, after: Operation) -> None:
         assert before.operation_id == after.operation_id

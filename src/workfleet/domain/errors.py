@@ -41,8 +41,12 @@ class InvalidRequest(WorkfleetError):
 
 
 class QueueFull(WorkfleetError):
-    def __init__(self, pending: int, retry_after_s: int) -> None:
-        super().__init__(f"the queue is full ({pending} pending operations); retry later")
+    def __init__(self, pending: int, retry_after_s: int, *, owner: str | None = None) -> None:
+        if owner is None:
+            message = f"the queue is full ({pending} pending operations); retry later"
+        else:  # one submitter's share: the others still get in
+            message = f"{owner} has {pending} unfinished operations, its limit; retry later"
+        super().__init__(message)
         self.retry_after_s = retry_after_s
 
 
