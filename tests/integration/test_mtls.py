@@ -7,6 +7,7 @@ CSR signing) and REG-08/MITM-03 (identity parsing) are unit tests of the PKI; th
 closing note of the security issue.
 """
 
+import asyncio
 import os
 import socket
 import ssl
@@ -370,3 +371,25 @@ def test_startup_refuses_a_private_key_others_can_read(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 2 and "holds no certificate" in done.stderr
+
+
+async def test_a_worker_url_cannot_lead_the_backend_to_another_worker(fleet: Cluster) -> None:
+    """The backend verifies the identity of the worker it calls (the DNS name our CA puts in
+    each worker certificate), not only the address: w1 registering w2's address gets nothing
+    run there, and nothing is sent to a server that cannot prove it is w1."""
+    real = await fleet.start_worker("w2")
+    await fleet.wait_workers("w2")
+    async with fleet.client() as client:
+        await client.drain("w2")
+        w1 = fleet.issue(Identity("worker", "w1"))
+        async with as_identity(fleet, w1) as http:
+            fake = registration("w1", port=real.port)
+            assert (await http.post("/api/v1/workers/register", json=fake)).status_code == 200
+        op = await client.submit("diagnostic", {"action": "noop"})
+        await asyncio.sleep(1.5)  # dispatch rounds to the impostor address come and go
+        waiting = await client.get(op.operation_id)
+        await client.drain("w2", undo=True)
+        done = await client.wait(op.operation_id, timeout_s=30)
+    assert waiting.status == "pending"
+    assert done.status == "completed" and done.worker_id == "w2"
+    assert "CERTIFICATE_VERIFY_FAILED" in fleet.backend.log()  # type: ignore[union-attr]

@@ -60,6 +60,7 @@ def create_app(
         headers={} if mtls else auth_header(settings.cluster_secrets),
         dispatch_timeout_s=settings.dispatch_timeout_s,
         tls=client_context(tls.ca, tls) if tls is not None else None,
+        trust_domain=settings.trust_domain,
     )
     metrics = BackendMetrics()
     config = OrchestratorConfig(

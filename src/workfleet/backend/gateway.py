@@ -21,6 +21,7 @@ from workfleet.protocol import (
     LeaseModel,
     WorkerHealth,
 )
+from workfleet.security.identity import worker_dns_name
 
 STALE_CONNECTION = (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError)
 DispatchKind = Literal["accepted", "refused", "unreachable", "unconfirmed"]
@@ -63,8 +64,12 @@ class HttpWorkerGateway:
         headers: dict[str, str],
         dispatch_timeout_s: float,
         tls: ssl.SSLContext | None = None,
+        trust_domain: str | None = None,
     ) -> None:
-        """`tls` (mtls): the backend's client context; workers are reached over https only."""
+        """`tls` (mtls): the backend's client context; workers are reached over https only,
+        and each must prove its own identity: the TLS server name checked is the DNS name our
+        CA puts in that worker's certificate, whatever address the worker registered."""
+        self._trust_domain = trust_domain if tls is not None else None
         verify: ssl.SSLContext | bool = tls if tls is not None else True
         self._client = httpx.AsyncClient(
             headers=headers,
@@ -80,11 +85,19 @@ class HttpWorkerGateway:
             verify=verify,
         )
 
+    def _as(self, worker: Worker) -> dict[str, str]:
+        if self._trust_domain is None:
+            return {}
+        return {"sni_hostname": worker_dns_name(worker.worker_id, self._trust_domain)}
+
     async def dispatch(self, worker: Worker, request: DispatchRequest) -> DispatchResult:
         url = f"{worker.endpoint_url}/api/v1/operations"
         try:
             response = await self._client.post(
-                url, content=request.model_dump_json(), headers={"Content-Type": "application/json"}
+                url,
+                content=request.model_dump_json(),
+                headers={"Content-Type": "application/json"},
+                extensions=self._as(worker),
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.InvalidURL) as exc:
             return DispatchResult("unreachable", f"{type(exc).__name__}: {exc}")
@@ -108,7 +121,10 @@ class HttpWorkerGateway:
         body = DispatchBatch(operations=requests).model_dump_json()
         try:
             response = await self._client.post(
-                url, content=body, headers={"Content-Type": "application/json"}
+                url,
+                content=body,
+                headers={"Content-Type": "application/json"},
+                extensions=self._as(worker),
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.InvalidURL) as exc:
             return [DispatchResult("unreachable", f"{type(exc).__name__}: {exc}")] * len(requests)
@@ -128,18 +144,25 @@ class HttpWorkerGateway:
         # On failure the next health check reports the operation again and the cancel is re-sent.
         with contextlib.suppress(httpx.HTTPError, httpx.InvalidURL):
             await self._client.post(
-                url, content=body.model_dump_json(), headers={"Content-Type": "application/json"}
+                url,
+                content=body.model_dump_json(),
+                headers={"Content-Type": "application/json"},
+                extensions=self._as(worker),
             )
 
     async def health(self, worker: Worker, *, timeout_s: float) -> WorkerHealth:
         url = f"{worker.endpoint_url}/health"
         try:
             try:
-                response = await self._client.get(url, timeout=timeout_s)
+                response = await self._client.get(
+                    url, timeout=timeout_s, extensions=self._as(worker)
+                )
             except STALE_CONNECTION:
                 # A pooled connection the worker's death (or restart) closed: ask again on a new
                 # one, whose fate (refused or not) is the real answer.
-                response = await self._fresh.get(url, timeout=timeout_s)
+                response = await self._fresh.get(
+                    url, timeout=timeout_s, extensions=self._as(worker)
+                )
         except (httpx.ConnectError, httpx.InvalidURL) as exc:
             raise HealthCheckFailed(f"connection failed: {exc}", refused=True) from exc
         except httpx.HTTPError as exc:

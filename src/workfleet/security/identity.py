@@ -22,6 +22,7 @@ DEFAULT_TRUST_DOMAIN = "workfleet.local"
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 TRUST_DOMAIN = re.compile(r"[a-z0-9][a-z0-9._-]{0,254}")  # SPIFFE: lowercase, no port
 SCHEME = "spiffe://"
+DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class IdentityError(ValueError):
@@ -95,6 +96,19 @@ class Identity:
                 f"{stem!r} is not an identity (backend, worker-<id>, client-<name>, monitoring)"
             )
         return cls(known, name if known in NAMED_KINDS else (name or None))
+
+
+def worker_dns_name(worker_id: str, trust_domain: str) -> str:
+    """A DNS name every worker certificate carries: the backend verifies it (as the TLS server
+    name) whatever address the worker registered, so a worker's URL cannot lead the backend to
+    another worker (or to anything else that is not that worker)."""
+    # ids may hold '_', '.' or capitals, which DNS labels cannot (or fold): those get a digest
+    label = (
+        worker_id
+        if DNS_LABEL.fullmatch(worker_id)
+        else hashlib.sha256(worker_id.encode()).hexdigest()[:32]
+    )
+    return f"{label}.workers.{trust_domain}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from workfleet.security.identity import (
     IdentityKind,
     check_trust_domain,
     spki_sha256,
+    worker_dns_name,
 )
 from workfleet.settings import ensure_private_dir
 
@@ -313,6 +314,9 @@ def _sign_leaf(
     now: datetime,
 ) -> tuple[x509.Certificate, IssuedCertificate]:
     """The one place leaves are built, for `certs issue` and CSR signing alike; records it."""
+    if identity.kind == "worker" and identity.name is not None:
+        # the name the backend checks when it calls this worker, wherever it is reached
+        dns = [*dns, worker_dns_name(identity.name, ca.trust_domain)]
     extra_names = _general_names(identity.kind, dns, ips)
     if lifetime <= timedelta(0):
         raise InvalidRequest("a certificate lifetime must be positive")

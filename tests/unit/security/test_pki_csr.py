@@ -84,6 +84,7 @@ def test_the_csr_subject_and_requested_names_and_extensions_are_ignored(
     assert list(san) == [
         x509.UniformResourceIdentifier(f"spiffe://{DEFAULT_TRUST_DOMAIN}/worker/w1"),
         x509.DNSName("w1.test"),
+        x509.DNSName(f"w1.workers.{DEFAULT_TRUST_DOMAIN}"),  # set by the CA, never asked for
         x509.IPAddress(ipaddress.ip_address("::1")),
     ]
     assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca

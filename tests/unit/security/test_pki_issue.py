@@ -19,6 +19,7 @@ from workfleet.security.identity import (
     IdentityError,
     parse_identity,
     parse_identity_der,
+    worker_dns_name,
 )
 from workfleet.security.pki import (
     CLOCK_SKEW,
@@ -128,7 +129,10 @@ def test_each_leaf_carries_complete_rfc5280_extensions(
     assert san.value.get_values_for_type(x509.UniformResourceIdentifier) == [
         identity.uri(DEFAULT_TRUST_DOMAIN)
     ]
-    assert san.value.get_values_for_type(x509.DNSName) == [name.lower() for name in dns]
+    expected_dns = [name.lower() for name in dns]
+    if identity.kind == "worker":  # the name the backend verifies when it calls the worker
+        expected_dns.append(worker_dns_name(identity.name or "", DEFAULT_TRUST_DOMAIN))
+    assert san.value.get_values_for_type(x509.DNSName) == expected_dns
     assert san.value.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address(a) for a in ips]
     aki = extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
