@@ -1,6 +1,7 @@
 """Core platform figures (DESIGN §9), measured on real processes with production timings.
 
-    python benchmarks/bench_core.py [--quick] [--out benchmarks/results/core.json]
+    python benchmarks/bench_core.py [--quick] [--auth-mode token|mtls] [--only STEP]
+                                    [--out benchmarks/results/core.json]
 
 - latency: open-loop submits at 50/s to idle workers; `dispatched_at - created_at` (server
   side) and `started_at - client clock just before submit` (the peers' protocol), p50/p99
@@ -9,7 +10,8 @@
   4 workers x 4 slots
 - failover: SIGKILL of the worker running an operation, an idle slot elsewhere; time from
   the kill to the operation running again (its new dispatched_at), over several trials
-Prints a table and writes every figure to JSON, so runs can be compared.
+Prints a table and writes every figure to JSON, so runs can be compared. `--auth-mode mtls`
+runs the same steps over mutual TLS (a CA and a certificate per process), for the overhead.
 """
 
 import argparse
@@ -27,6 +29,12 @@ from typing import Any
 from workfleet.harness.cluster import DEFAULT, Cluster, wait_for
 
 NOOP = {"action": "noop"}
+QUIET = {"WORKFLEET_LOG_LEVEL": "WARNING"}
+AUTH_MODE = ["token"]  # set once from --auth-mode, before any step runs
+
+
+def new_cluster(root: Path) -> Cluster:
+    return Cluster(root, timing=DEFAULT, auth_mode=AUTH_MODE[0], backend_env=QUIET)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -48,7 +56,7 @@ def summary(values_s: list[float]) -> dict[str, float]:
 
 
 async def fleet(root: Path, workers: int, slots: int) -> Cluster:
-    cluster = Cluster(root, timing=DEFAULT, backend_env={"WORKFLEET_LOG_LEVEL": "WARNING"})
+    cluster = new_cluster(root)
     await cluster.start_backend()
     names = [f"w{i}" for i in range(workers)]
     for name in names:
@@ -153,7 +161,7 @@ async def bench_burst(
 
 
 async def bench_failover(root: Path, trials: int) -> dict[str, Any]:
-    cluster = Cluster(root, timing=DEFAULT, backend_env={"WORKFLEET_LOG_LEVEL": "WARNING"})
+    cluster = new_cluster(root)
     await cluster.start_backend()
     quiet = {"WORKFLEET_LOG_LEVEL": "WARNING"}
     await cluster.start_worker("spare", env=quiet)
@@ -228,16 +236,19 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/core.json"))
+    parser.add_argument("--auth-mode", choices=["token", "mtls"], default="token")
     parser.add_argument(
         "--only", choices=["latency", "round_trip", "burst", "burst_batched", "failover"]
     )
     args = parser.parse_args()
+    AUTH_MODE[0] = args.auth_mode
     n_lat, n_rt, n_burst, n_fail = (100, 50, 500, 3) if args.quick else (600, 300, 5000, 12)
     results: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(),
         "host": platform.node(),
         "python": platform.python_version(),
         "quick": args.quick,
+        "auth_mode": args.auth_mode,
     }
     with tempfile.TemporaryDirectory(prefix="wf-bench-") as tmp:
         root = Path(tmp)

@@ -130,6 +130,9 @@ class BackendSettings(_Common):
     )
     progress_persist_interval_s: float = Field(2.0, gt=0)
     placement: Literal["round_robin"] = "round_robin"
+    audit_checkpoint_every: int = Field(
+        100, ge=1, le=100_000, description="audit records between signed checkpoints"
+    )
     worker_cert_lifetime_s: float = Field(
         86_400.0, ge=10, le=30 * 86_400, description="mtls: certificates issued to workers"
     )

@@ -88,7 +88,12 @@ def create_app(
         concurrency=settings.health_concurrency,
     )
 
-    audit_log = AuditLog(store, settings.data_dir / AUDIT_DIRECTORY, clock)
+    audit_log = AuditLog(
+        store,
+        settings.data_dir / AUDIT_DIRECTORY,
+        clock,
+        checkpoint_every=settings.audit_checkpoint_every,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
