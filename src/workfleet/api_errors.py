@@ -14,6 +14,7 @@ STATUS_OF: list[tuple[type[errors.WorkfleetError], int]] = [
     (errors.Unauthenticated, 401),
     (errors.Forbidden, 403),
     (errors.Unavailable, 503),
+    (errors.Throttled, 429),
 ]
 
 
@@ -23,7 +24,7 @@ def map_domain_errors(app: FastAPI) -> None:
         headers: dict[str, str] = {}
         if isinstance(exc, errors.Unauthenticated):
             headers["WWW-Authenticate"] = "Bearer"
-        if isinstance(exc, errors.QueueFull):
+        if isinstance(exc, errors.QueueFull | errors.Throttled):
             headers["Retry-After"] = str(exc.retry_after_s)
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 

@@ -130,6 +130,10 @@ class BackendSettings(_Common):
     )
     progress_persist_interval_s: float = Field(2.0, gt=0)
     placement: Literal["round_robin"] = "round_robin"
+    auth_failure_limit: int = Field(
+        30, ge=1, description="failed authentications from one address before it gets 429"
+    )
+    auth_failure_window_s: float = Field(60.0, gt=0, description="...counted over this window")
     audit_checkpoint_every: int = Field(
         100, ge=1, le=100_000, description="audit records between signed checkpoints"
     )

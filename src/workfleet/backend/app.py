@@ -33,6 +33,7 @@ from workfleet.backend.routes import (
     workers,
 )
 from workfleet.backend.sessions import SessionHub
+from workfleet.domain.throttle import FailureThrottle
 from workfleet.domain.workers import LivenessPolicy
 from workfleet.observability.metrics import BackendMetrics
 from workfleet.operations.registry import load_operation_types
@@ -137,6 +138,9 @@ def create_app(
         Enrollment(settings.data_dir, timedelta(seconds=settings.worker_cert_lifetime_s), clock)
         if mtls
         else None
+    )
+    app.state.throttle = FailureThrottle(
+        limit=settings.auth_failure_limit, window_s=settings.auth_failure_window_s
     )
     app.state.audit = audit_log
     orchestrator.audit = audit_log

@@ -1,5 +1,7 @@
 """FastAPI dependencies: the orchestrator, and callers authorized for one action each."""
 
+import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -9,8 +11,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from workfleet.backend.auth import LOCAL, Authenticator
 from workfleet.backend.orchestrator import AuditTrail, Orchestrator
 from workfleet.domain.audit import actor_of
-from workfleet.domain.errors import Forbidden, Unauthenticated
+from workfleet.domain.errors import Forbidden, Throttled, Unauthenticated
 from workfleet.domain.permissions import Action, Principal, allowed
+from workfleet.domain.throttle import FailureThrottle
 
 bearer = HTTPBearer(auto_error=False, description="an API key, or the cluster secret (workers)")
 
@@ -30,11 +33,14 @@ def require(*actions: Action) -> Callable[..., Awaitable[Principal]]:
         authenticator: Authenticator = request.app.state.authenticator
         if authenticator.mode == "none":
             return LOCAL
+        check_not_throttled(request)
         principal = await authenticator.authenticate(
             credentials.credentials if credentials else None,
             getattr(request.state, "peer", None),  # mtls: set per connection (security/tls.py)
         )
         if principal is None:
+            if credentials is not None:  # a wrong credential, not just a missing one
+                note_failed_attempt(request)
             _note_denied(request, "anonymous", "401")
             raise Unauthenticated("missing or invalid credential")
         if not any(allowed(principal, action) for action in actions):
@@ -44,6 +50,24 @@ def require(*actions: Action) -> Callable[..., Awaitable[Principal]]:
         return principal
 
     return authorize
+
+
+def _source(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+def check_not_throttled(request: Request) -> None:
+    """429 for an address that failed to authenticate too often lately (REG-16)."""
+    throttle: FailureThrottle = request.app.state.throttle
+    wait = throttle.retry_after(_source(request), time.monotonic())
+    if wait is not None:
+        _note_denied(request, f"address:{_source(request)}", "429")
+        raise Throttled(max(1, math.ceil(wait)))
+
+
+def note_failed_attempt(request: Request) -> None:
+    throttle: FailureThrottle = request.app.state.throttle
+    throttle.failed(_source(request), time.monotonic())
 
 
 def _note_denied(request: Request, actor: str, status: str) -> None:

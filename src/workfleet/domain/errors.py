@@ -60,3 +60,9 @@ class Forbidden(WorkfleetError):
 
 class Unavailable(WorkfleetError):
     """This backend cannot do that now or at all (it holds no CA, say); another could."""
+
+
+class Throttled(WorkfleetError):
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__("too many failed attempts from this address; retry later")
+        self.retry_after_s = retry_after_s

@@ -2,10 +2,10 @@
 
 from fastapi import APIRouter, Request
 
-from workfleet.backend.deps import WorkerCaller
+from workfleet.backend.deps import WorkerCaller, check_not_throttled, note_failed_attempt
 from workfleet.backend.enrollment import Enrollment
 from workfleet.domain.audit import actor_of
-from workfleet.domain.errors import Unavailable
+from workfleet.domain.errors import Unauthenticated, Unavailable
 from workfleet.domain.permissions import check_acts_as
 from workfleet.protocol import CertificateIssued, CertificateRequest, EnrollmentRequest
 
@@ -22,8 +22,13 @@ def _enrollment(request: Request) -> Enrollment:
 @router.post("/enroll", response_model=CertificateIssued)
 async def enroll(body: EnrollmentRequest, request: Request) -> CertificateIssued:
     """Public: the bootstrap token in the body is the credential (one use, bound to the
-    worker id, short-lived)."""
-    issued = await _enrollment(request).enroll(body.worker_id, body.bootstrap_token, body)
+    worker id, short-lived); guessing it gets an address throttled like a wrong key."""
+    check_not_throttled(request)
+    try:
+        issued = await _enrollment(request).enroll(body.worker_id, body.bootstrap_token, body)
+    except Unauthenticated:
+        note_failed_attempt(request)
+        raise
     request.app.state.audit.note(
         f"worker:{body.worker_id}", "cert.enroll", f"worker:{body.worker_id}", "issued"
     )
