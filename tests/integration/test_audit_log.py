@@ -30,7 +30,9 @@ async def test_key_changes_are_audited_readable_by_admins_and_verified_offline(
     admin_id = cluster.admin_key[3:].split(".")[0]
     async with httpx.AsyncClient(base_url=cluster.url, trust_env=False) as http:
         created = await http.post(
-            "/api/v1/keys", json={"role": "viewer", "name": "vera"}, headers=admin
+            "/api/v1/keys",
+            json={"role": "viewer", "name": "vera"},
+            headers=admin | {"X-Request-ID": "req-from-the-caller-1"},
         )
         assert created.status_code == 201, created.text
         viewer = {"Authorization": f"Bearer {created.json()['key']}"}
@@ -51,6 +53,10 @@ async def test_key_changes_are_audited_readable_by_admins_and_verified_offline(
         (3, f"key:{admin_id} (admin)", "key.revoke", f"key:{viewer_id}", "ok"),
     ]
     assert page["items"][0]["detail"] == {"name": "vera", "role": "viewer"}
+    # the caller's request id is echoed and kept; others get one made by the backend
+    assert created.headers["X-Request-ID"] == "req-from-the-caller-1"
+    assert page["items"][0]["request_id"] == "req-from-the-caller-1"
+    assert page["items"][2]["request_id"] == revoked.headers["X-Request-ID"]
     assert page["items"][1]["prev_hash"] == page["items"][0]["hash"]
     assert page["items"][2]["prev_hash"] == page["items"][1]["hash"]
     assert page["next_after_seq"] is None

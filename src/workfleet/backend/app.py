@@ -37,6 +37,7 @@ from workfleet.domain.throttle import FailureThrottle
 from workfleet.domain.workers import LivenessPolicy
 from workfleet.observability.metrics import BackendMetrics
 from workfleet.operations.registry import load_operation_types
+from workfleet.request_ids import RequestIds
 from workfleet.security.tls import client_context
 from workfleet.security.tokens import auth_header
 from workfleet.settings import BackendSettings
@@ -168,6 +169,7 @@ def create_app(
     ):
         app.include_router(router)
     map_domain_errors(app)
+    app.add_middleware(RequestIds)
     return app
 
 

@@ -36,6 +36,7 @@ from workfleet.domain.audit import (
     unfiled_checkpoints,
     verify_chain,
 )
+from workfleet.request_ids import current_request_id
 from workfleet.settings import ConfigurationError, ensure_private_dir
 from workfleet.store.base import MAX_PAGE, Store
 
@@ -244,6 +245,7 @@ class AuditLog:
         if not self._accepting:
             raise RuntimeError("the audit log is not running")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        request_id = request_id or current_request_id.get()
         entry = _Entry(self._clock(), actor, action, target, outcome, request_id, detail, done)
         self._queue.put_nowait(entry)
         await done
@@ -265,6 +267,7 @@ class AuditLog:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_log_failure)
+        request_id = request_id or current_request_id.get()  # the HTTP request it serves, if any
         self._queue.put_nowait(
             _Entry(self._clock(), actor, action, target, outcome, request_id, detail, done)
         )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from cryptography import x509
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from workfleet.security.identity import IdentityError, PeerIdentity, parse_identity_der
@@ -43,6 +44,24 @@ def check_files(paths: TlsPaths) -> None:
         )
     if "BEGIN CERTIFICATE" not in paths.ca.read_text(errors="replace"):
         raise ConfigurationError(f"mtls: the CA file {paths.ca} holds no certificate")
+    _check_identity(paths.cert)
+
+
+def _check_identity(cert: Path) -> None:
+    """Our identity is a URI SAN (the CN is never read): a certificate without one would be
+    refused by every peer, so it is refused here first, saying why."""
+    try:
+        certificate = x509.load_pem_x509_certificate(cert.read_bytes())
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except ValueError as exc:
+        raise ConfigurationError(f"mtls: {cert} is not a PEM certificate: {exc}") from exc
+    except x509.ExtensionNotFound:
+        raise ConfigurationError(
+            f"mtls: {cert} has no subjectAltName, so no identity (issue it with `workfleet "
+            "certs issue`)"
+        ) from None
+    if not san.value.get_values_for_type(x509.UniformResourceIdentifier):
+        raise ConfigurationError(f"mtls: {cert} carries no identity URI in its subjectAltName")
 
 
 def server_context(paths: TlsPaths, *, require_client_cert: bool) -> ssl.SSLContext:
