@@ -393,3 +393,27 @@ class CertificateIssued(BaseModel):
     certificate_pem: str
     ca_pem: str
     not_after: datetime
+
+
+# ---- dashboard (GET /api/v1/stats) ------------------------------------------------------------
+
+
+class MinuteStats(BaseModel):
+    at: datetime = Field(description="start of the minute (UTC)")
+    finished: int = Field(description="operations that reached a final state in this minute")
+    failed: int = Field(description="...of which failed")
+    queue_depth: int = Field(description="the most operations waiting at once in this minute")
+
+
+class FleetStats(BaseModel):
+    at: datetime = Field(description="the backend's time of these figures")
+    workers: dict[WorkerStatus, int] = Field(description="registered workers by state")
+    slots_used: int
+    slots_total: int = Field(description="slots of every registered worker, whatever its state")
+    queue_depth: int = Field(description="operations waiting for a worker now")
+    running: int
+    finished_last_hour: int
+    failed_last_hour: int
+    minutes: list[MinuteStats] = Field(
+        description="the last hour, oldest first; kept in memory since the backend started"
+    )

@@ -30,6 +30,7 @@ from workfleet.backend.routes import (
     keys,
     operations,
     system,
+    ui,
     workers,
 )
 from workfleet.backend.sessions import SessionHub
@@ -166,6 +167,7 @@ def create_app(
         audit.router,
         certificates.router,
         system.router,
+        ui.router,
     ):
         app.include_router(router)
     map_domain_errors(app)

@@ -33,13 +33,13 @@ def require(*actions: Action) -> Callable[..., Awaitable[Principal]]:
         authenticator: Authenticator = request.app.state.authenticator
         if authenticator.mode == "none":
             return LOCAL
-        check_not_throttled(request)
         principal = await authenticator.authenticate(
             credentials.credentials if credentials else None,
             getattr(request.state, "peer", None),  # mtls: set per connection (security/tls.py)
         )
         if principal is None:
             if credentials is not None:  # a wrong credential, not just a missing one
+                check_not_throttled(request)
                 note_failed_attempt(request)
             _note_denied(request, "anonymous", "401")
             raise Unauthenticated("missing or invalid credential")
@@ -57,7 +57,9 @@ def _source(request: Request) -> str:
 
 
 def check_not_throttled(request: Request) -> None:
-    """429 for an address that failed to authenticate too often lately (REG-16)."""
+    """429 for a failed attempt from an address that failed too often lately (REG-16). Only
+    failures are held off: a valid credential from the same address (a worker behind the same
+    NAT as a guesser) always gets in, so a guesser cannot lock others out."""
     throttle: FailureThrottle = request.app.state.throttle
     wait = throttle.retry_after(_source(request), time.monotonic())
     if wait is not None:

@@ -186,6 +186,8 @@ def _banner(url: str, admin_key: str, data: Path) -> None:
         f"[bold green]workfleet is up[/bold green] at {url} (2 local workers, SQLite in {data})"
     )
     out.print(f"admin key: [bold]{admin_key}[/bold]  (also in {data / ADMIN_KEY_FILE})")
+    trust = f"; your browser must trust {data}/pki/ca-bundle.crt" if url.startswith("https") else ""
+    out.print(f"dashboard: {url}/ui (paste the admin key{trust})")
     out.print("try: workfleet submit diagnostic --action sleep --seconds 3 --steps 6 --wait")
 
 

@@ -166,25 +166,16 @@ def fuzz_cases() -> list[Any]:
         pytest.param(caller, method, path, id=f"{caller}-{method}-{path}")
         for caller in ("admin", "worker")
         for method, path in found
-        if (method, path) not in EXCLUDED
-        and (caller, method, path) not in EXCLUDED_FOR.get(caller, set())
+        if (caller, method, path) not in EXCLUDED_FOR.get(caller, set())
     ]
 
 
 # Operations the fuzzer leaves out, and why.
-EXCLUDED = {
-    # Token mode issues no certificates: enrollment answers 503 "certificates are issued in
-    # mtls mode only" by design, for every body. Enrollment is tested with the PKI.
-    ("POST", "/api/v1/enroll"),
-}
 EXCLUDED_FOR = {
     # With the cluster secret, a session to a worker id the fuzzer registered is held open for
     # as long as the worker lives (by design, the backend's liveness signal); an admin gets 403.
     "worker": {
         ("worker", "GET", "/api/v1/workers/{worker_id}/session"),
-        # Renewal past the auth check answers 503 "certificates are renewed in mtls mode only"
-        # in token mode, by design (as enrollment above); an admin is refused before, 403.
-        ("worker", "POST", "/api/v1/workers/{worker_id}/certificate"),
     },
 }
 
