@@ -5,11 +5,12 @@ Backend and worker meet only through these models. Unknown fields are refused on
 """
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from workfleet.domain.labels import LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, MAX_LABELS
 from workfleet.domain.operations import GpuRequirement, OperationStatus, Outcome
 from workfleet.domain.workers import WorkerStatus
 
@@ -20,6 +21,11 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN)]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN)]
+LabelMap = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]
+
+
 # ---- operations (client <-> backend) ----------------------------------------------------------
 
 
@@ -27,6 +33,10 @@ class RequirementsModel(Request):
     gpu: GpuRequirement = "none"
     min_memory_gb: float = Field(0.0, ge=0)
     worker_type: str | None = None
+    min_cores: int = Field(0, ge=0, le=100_000)
+    labels: LabelMap = Field(
+        default_factory=dict, description="selector: the worker must carry every one of these"
+    )
 
 
 class OperationCreate(Request):
@@ -114,6 +124,10 @@ class CapabilitiesModel(Request):
     gpu_count: int = Field(0, ge=0)
     gpu_memory_gb: float = Field(0.0, ge=0)
     slots: int = Field(1, ge=1, le=1024)
+    labels: LabelMap = Field(default_factory=dict, description="what operations may select on")
+    speed: float = Field(
+        1.0, gt=0, le=1000, description="test workloads (diagnostic sleep, cpu) take seconds/speed"
+    )
 
 
 class LeaseModel(Request):

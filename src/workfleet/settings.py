@@ -8,12 +8,15 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from workfleet.domain.labels import parse_labels
 
 AuthMode = Literal["none", "token", "mtls"]
+Placement = Literal["round_robin", "capacity", "fastest"]  # domain.placement.POLICY_NAMES
 LogFormat = Literal["json", "console"]
 MIN_SECRET_BYTES = 32
 PLACEHOLDER_SECRETS = frozenset({"changeme", "secret", "password", "token", "workfleet"})
@@ -129,7 +132,12 @@ class BackendSettings(_Common):
         10_000, ge=1, description="unfinished operations one API key (owner) may have; then 429"
     )
     progress_persist_interval_s: float = Field(2.0, gt=0)
-    placement: Literal["round_robin"] = "round_robin"
+    placement: Placement = Field(
+        "round_robin", description="round_robin, capacity or fastest (see domain/placement.py)"
+    )
+    aging_interval_s: float = Field(
+        300.0, gt=0, description="a queued operation gains one priority level per interval"
+    )
     auth_failure_limit: int = Field(
         30, ge=1, description="failed authentications from one address before it gets 429"
     )
@@ -169,12 +177,27 @@ class WorkerSettings(_Common):
     register_backoff_max_s: float = Field(5.0, gt=0)
     memory_gb: float | None = None
     cores: int | None = None
+    labels: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="k=v,k=v: what operations may select on"
+    )
+    speed: float = Field(
+        1.0, gt=0, le=1000, description="test workloads (diagnostic sleep, cpu) take seconds/speed"
+    )
     execution_log: Path | None = Field(
         None, description="test runs: append a JSON line per operation start and end here"
     )
     bootstrap_token: SecretStr | None = Field(
         None, description="mtls: enroll with this one-time token when there is no certificate"
     )
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _parse_labels(cls, given: Any) -> Any:
+        if isinstance(given, str):
+            return parse_labels(given)
+        if isinstance(given, dict):
+            return parse_labels(f"{key}={value}" for key, value in given.items())
+        return given
 
     def resolved_port(self) -> int:
         return self.port if self.port is not None else DEFAULT_WORKER_PORTS[self.worker_type]

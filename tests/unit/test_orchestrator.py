@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from workfleet.backend import orchestrator as orchestrator_module
 from workfleet.backend.admission import Submission
 from workfleet.backend.gateway import DispatchResult, HealthCheckFailed
 from workfleet.backend.health import CheckResult, HealthMonitor
@@ -143,6 +144,7 @@ class Rig:
         gpu: bool = False,
         running: tuple[Reported, ...] = (),
         accepted_seq: int = 0,
+        **capabilities: Any,
     ) -> list[str]:
         from workfleet.backend.orchestrator import Registration
 
@@ -152,7 +154,7 @@ class Rig:
                 worker_id=worker_id,
                 worker_type=worker_type,
                 endpoint_url=f"http://{worker_id}.invalid:5003",
-                capabilities=Capabilities(slots=slots, gpu=gpu),
+                capabilities=Capabilities(slots=slots, gpu=gpu, **capabilities),
                 operation_types=types,
                 instance_id=instance_id,
                 accepted_seq=accepted_seq,
@@ -496,8 +498,10 @@ async def test_next_assignment_takes_the_highest_priority_operation_first(rig: R
     assert assignment[0].operation_id == urgent.operation_id
 
 
-async def test_an_operation_no_worker_can_run_does_not_block_the_others(rig: Rig) -> None:
+async def test_an_operation_no_worker_can_run_now_does_not_block_the_others(rig: Rig) -> None:
     await rig.register(gpu=False)
+    await rig.register("gpu", gpu=True)
+    await rig.orch.set_draining("gpu", True)  # the only worker that could run it takes nothing
     await rig.submit(Submission("diagnostic", {}, 9, Requirements(gpu="required")))
     cpu = await rig.submit(Submission("diagnostic", {}, 0))
     assignment = rig.orch.next_assignment()
@@ -1341,3 +1345,260 @@ async def test_a_cancelled_outcome_nobody_asked_for_is_refused(rig: Rig) -> None
     with pytest.raises(Conflict):
         await rig.orch.report_completion(op.operation_id, lease_of(op), "cancelled")
     assert rig.orch.active[op.operation_id].status == "running"
+
+
+# ---- scheduling: queue order, placement policies, the runtime model, admission ---------------
+
+
+def sleep_of(seconds: float, priority: int = 0, **requirements: Any) -> Submission:
+    return Submission(
+        "diagnostic",
+        {"action": "sleep", "seconds": seconds},
+        priority,
+        Requirements(**requirements),
+    )
+
+
+async def complete(rig: Rig, op: Operation, *, after_s: float) -> Operation:
+    """The worker reports `op` completed `after_s` seconds after it started (now)."""
+    started = rig.clock.now
+    rig.clock.advance(after_s)
+    return await rig.orch.report_completion(
+        op.operation_id, lease_of(op), "completed", started_at=started
+    )
+
+
+async def test_a_second_submitters_operation_goes_before_the_first_submitters_backlog(
+    rig: Rig,
+) -> None:
+    await rig.register("w1")
+    alices = [await rig.submit(owner="alice") for _ in range(5)]
+    rig.clock.advance(1)
+    bobs = await rig.submit(owner="bob")
+    first = await rig.dispatch_next()
+    assert first is not None and first.operation_id == alices[0].operation_id
+    await complete(rig, first, after_s=1)
+    second = await rig.dispatch_next()
+    assert second is not None and second.operation_id == bobs.operation_id
+
+
+async def test_the_submitter_with_fewer_running_operations_gets_the_free_slot(rig: Rig) -> None:
+    await rig.register("w1", slots=3)
+    for _ in range(4):
+        await rig.submit(owner="alice")
+    assert [(await rig.dispatch_next()) is not None for _ in range(2)] == [True, True]
+    bobs = await rig.submit(owner="bob")
+    third = await rig.dispatch_next()
+    assert third is not None and third.operation_id == bobs.operation_id
+    assert (rig.orch.ledger.running("alice"), rig.orch.ledger.running("bob")) == (2, 1)
+
+
+async def test_an_operation_that_waited_long_enough_overtakes_a_newer_higher_priority_one(
+    make_rig: MakeRig,
+) -> None:
+    rig = make_rig(aging_interval_s=60.0)
+    await rig.register("w1")
+    old = await rig.submit(sleep_of(1, priority=0))
+    rig.clock.advance(121)  # two levels gained
+    await rig.submit(sleep_of(1, priority=1))
+    assignment = rig.orch.next_assignment()
+    assert assignment is not None and assignment[0].operation_id == old.operation_id
+
+
+async def test_the_runtime_model_follows_an_operation_through_queue_run_and_completion(
+    rig: Rig,
+) -> None:
+    await rig.register("w1")
+    op = await rig.submit(sleep_of(2))
+    runtime = rig.orch.runtime
+    assert (runtime.is_queued(op.operation_id), runtime.queued_size("diagnostic")) == (True, 2.0)
+    running = await rig.dispatch_next()
+    assert running is not None
+    assert (runtime.is_queued(op.operation_id), runtime.next_release("w1")) == (
+        False,
+        T0 + timedelta(seconds=2),  # cold start: 1 s per unit per core, 1 core
+    )
+    await complete(rig, running, after_s=3)
+    assert (runtime.next_release("w1"), runtime.rates("diagnostic")) == (None, {"w1": 1.5})
+    assert rig.orch.ledger.running("alice") == 0
+
+
+async def test_a_lost_attempt_goes_back_to_the_runtime_models_queue(rig: Rig) -> None:
+    await rig.register("w1")
+    op = await rig.running_on("w1", sleep_of(2))
+    rig.orch.declare_unreachable("w1")
+    runtime = rig.orch.runtime
+    assert (runtime.is_queued(op.operation_id), runtime.next_release("w1")) == (True, None)
+    assert rig.orch.ledger.running("alice") == 0
+
+
+async def test_a_refused_dispatch_goes_back_to_the_runtime_models_queue(rig: Rig) -> None:
+    await rig.register("w1")
+    rig.fleet.answer_next_dispatch("w1", DispatchResult("refused", "HTTP 409"))
+    op = await rig.submit(sleep_of(2))
+    await rig.dispatch_next()
+    assert (rig.orch.runtime.is_queued(op.operation_id), rig.orch.ledger.running("alice")) == (
+        True,
+        0,
+    )
+
+
+async def test_a_cancelled_pending_operation_leaves_the_runtime_models_queue(rig: Rig) -> None:
+    op = await rig.submit(sleep_of(2))
+    await rig.orch.cancel(op.operation_id, by=ALICE)
+    assert rig.orch.runtime.queued_size("diagnostic") == 0.0
+
+
+async def test_after_a_restart_the_runtime_model_and_the_ledger_know_what_runs_and_waits(
+    rig: Rig,
+) -> None:
+    _, pending = await _one_running_one_pending(rig)
+    second = rig.restarted()
+    await second.start()
+    assert second.runtime.is_queued(pending.operation_id)
+    assert second.runtime.next_release("w1") is not None
+    assert second.ledger.running("alice") == 1
+
+
+async def test_fastest_first_places_by_declared_cores(make_rig: MakeRig) -> None:
+    rig = make_rig(placement="fastest")
+    await rig.register("weak", cores=2)
+    await rig.register("strong", cores=16)
+    await rig.submit(sleep_of(1))
+    assignment = rig.orch.next_assignment()
+    assert assignment is not None and assignment[1].worker_id == "strong"
+
+
+async def test_fastest_learns_a_workers_speed_from_completed_operations(
+    make_rig: MakeRig,
+) -> None:
+    rig = make_rig(placement="fastest")
+    await rig.register("a", cores=4, slots=2)
+    await rig.register("b", cores=4, slots=2)
+    first = await rig.running_on("a", sleep_of(1))
+    second = await rig.running_on("b", sleep_of(1))
+    await complete(rig, first, after_s=4.0)  # a: 4 s per unit
+    await complete(rig, second, after_s=1.0)  # b: 1 s per unit
+    await rig.submit(sleep_of(1))
+    assignment = rig.orch.next_assignment()
+    assert assignment is not None and assignment[1].worker_id == "b"
+
+
+async def test_fastest_leaves_the_last_operation_waiting_for_a_much_faster_busy_worker(
+    make_rig: MakeRig,
+) -> None:
+    rig = make_rig(placement="fastest")
+    await rig.register("slow", cores=1)
+    await rig.register("fast", cores=16)
+    first = await rig.running_on("fast", sleep_of(10))
+    last = await rig.submit(sleep_of(10))
+    assert rig.orch.next_assignment() is None  # 10 s on slow, ~1.25 s waiting for fast
+    assert (
+        rig.sample("workfleet_placement_decisions_total", policy="fastest", outcome="waiting") == 1
+    )
+    await complete(rig, first, after_s=0.625)
+    assignment = rig.orch.next_assignment()
+    assert assignment is not None
+    assert (assignment[0].operation_id, assignment[1].worker_id) == (last.operation_id, "fast")
+
+
+async def test_an_operation_held_back_for_a_busy_worker_is_looked_at_again_soon(
+    make_rig: MakeRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(orchestrator_module, "WAIT_RECHECK_S", 0.01)
+    rig = make_rig(placement="fastest")
+    await rig.register("slow", cores=1)
+    await rig.register("fast", cores=16)
+    await rig.running_on("fast", sleep_of(10))
+    await rig.submit(sleep_of(10))
+    woken: list[bool] = []
+    rig.orch.on_work = lambda: woken.append(True)
+    assert rig.orch.next_assignment() is None
+    await asyncio.sleep(0.05)
+    assert woken == [True]
+
+
+async def test_placement_decisions_and_time_are_counted(rig: Rig) -> None:
+    await rig.register("w1")
+    await rig.submit()
+    await rig.submit()
+    assert rig.orch.next_assignment() is not None
+    assert rig.orch.next_assignment() is None  # the only slot is taken
+    decisions = {
+        outcome: rig.sample(
+            "workfleet_placement_decisions_total", policy="round_robin", outcome=outcome
+        )
+        for outcome in ("placed", "waiting", "none")
+    }
+    assert decisions == {"placed": 1, "waiting": 0, "none": 1}
+    assert rig.sample("workfleet_placement_seconds_count") == 2
+
+
+async def test_queue_wait_is_observed_by_type_and_priority(rig: Rig) -> None:
+    await rig.register("w1")
+    await rig.submit(sleep_of(1, priority=7))
+    rig.clock.advance(3)
+    await rig.dispatch_next()
+    labels = {"operation_type": "diagnostic", "priority": "7"}
+    assert rig.sample("workfleet_operation_queue_wait_seconds_sum", **labels) == 3.0
+
+
+async def test_queue_depth_is_shown_by_priority_and_by_submitter(rig: Rig) -> None:
+    for i in range(22):
+        await rig.submit(sleep_of(1, priority=i % 2), owner=f"user{i:02d}")
+    await rig.submit(owner="user00")
+    assert rig.sample("workfleet_queue_depth", priority="0") == 12
+    assert rig.sample("workfleet_queue_depth", priority="1") == 11
+    assert rig.sample("workfleet_queue_depth", priority="9") == 0
+    assert rig.sample("workfleet_queue_depth_by_submitter", submitter="user00") == 2
+    assert rig.sample("workfleet_queue_depth_by_submitter", submitter="other") == 2
+
+
+async def test_an_operation_no_registered_worker_can_ever_run_is_refused_naming_why(
+    rig: Rig,
+) -> None:
+    await rig.register("w1", cores=2, labels={"disk": "nvme"})
+    await rig.register("w2", cores=16, labels={"zone": "eu"})
+    with pytest.raises(InvalidRequest, match="min_cores 32") as refused:
+        await rig.submit(sleep_of(1, min_cores=32))
+    assert "w1 [cpu, 2 cores" in str(refused.value)
+    with pytest.raises(InvalidRequest, match="label zone=us"):
+        await rig.submit(sleep_of(1, labels={"zone": "us"}))
+    with pytest.raises(InvalidRequest, match="none meets all of them at once") as refused:
+        await rig.submit(sleep_of(1, min_cores=4, labels={"disk": "nvme"}))
+    assert "(w1 lacks min_cores 4; w2 lacks label disk=nvme)" in str(refused.value)
+    assert rig.sample("workfleet_operations_rejected_total", reason="unsatisfiable") == 3
+    assert (await rig.store.list_operations(OperationQuery()))[0] == []
+
+
+async def test_an_operation_only_a_busy_worker_can_run_waits_for_it(rig: Rig) -> None:
+    await rig.register("small", cores=2)
+    await rig.register("big", cores=16, labels={"zone": "eu"})
+    await rig.running_on("big")  # round robin, both never used: by name
+    await rig.running_on("small")
+    op = await rig.submit(sleep_of(1, min_cores=8, labels={"zone": "eu"}))
+    assert op.status == "pending" and rig.orch.next_assignment() is None
+
+
+async def test_an_operation_of_a_type_no_registered_worker_runs_yet_is_accepted(
+    rig: Rig,
+) -> None:
+    await rig.register("w1", types=frozenset({"backtesting"}))
+    op = await rig.submit(sleep_of(1, min_cores=64))
+    assert op.status == "pending"
+
+
+async def test_a_batch_with_one_operation_no_worker_can_run_is_refused_whole(rig: Rig) -> None:
+    await rig.register("w1", cores=2)
+    with pytest.raises(InvalidRequest, match=r"operations\[1\]: .*min_cores 4"):
+        await rig.orch.submit_many([(NOOP, None), (sleep_of(1, min_cores=4), None)], owner="a")
+    assert (await rig.store.list_operations(OperationQuery()))[0] == []
+
+
+async def test_requirements_with_cores_and_labels_are_stored_and_hashed(rig: Rig) -> None:
+    await rig.register("w1", cores=8, labels={"zone": "eu", "disk": "nvme"})
+    op = await rig.submit(sleep_of(1, min_cores=8, labels={"zone": "eu"}), key="k")
+    assert (await rig.store.get_operation(op.operation_id)) == op
+    assert op.requirements.labels == (("zone", "eu"),)
+    with pytest.raises(Conflict):
+        await rig.submit(sleep_of(1, min_cores=8, labels={"zone": "eu", "disk": "nvme"}), key="k")

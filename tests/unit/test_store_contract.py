@@ -19,6 +19,7 @@ from workfleet.domain.artifacts import Artifact
 from workfleet.domain.audit import AuditCheckpoint, AuditRecord, next_record
 from workfleet.domain.datasets import Dataset
 from workfleet.domain.errors import Conflict
+from workfleet.domain.labels import as_labels
 from workfleet.domain.operations import ErrorInfo, Lease, Operation, OperationStatus, Requirements
 from workfleet.domain.workers import Capabilities, Load, Worker
 from workfleet.security.api_keys import ApiKey
@@ -87,7 +88,13 @@ def full_op() -> Operation:
         owner="alice",
         created_at=at(0),
         priority=7,
-        requirements=Requirements(gpu="preferred", min_memory_gb=4.5, worker_type="gpu-box"),
+        requirements=Requirements(
+            gpu="preferred",
+            min_memory_gb=4.5,
+            worker_type="gpu-box",
+            min_cores=8,
+            labels=as_labels({"zone": "eu-west", "disk": "nvme"}),
+        ),
         idempotency_key="key-1",
         request_hash="ab" * 32,
         status="failed",
@@ -120,6 +127,8 @@ def make_worker(worker_id: str = "w1", **changes: Any) -> Worker:
             gpu_count=2,
             gpu_memory_gb=141.0,
             slots=3,
+            labels=as_labels({"zone": "eu-west", "rack": "r7"}),
+            speed=2.5,
         ),
         operation_types=frozenset({"training", "diagnostic"}),
         registered_at=at(0),
@@ -853,3 +862,21 @@ async def test_audit_checkpoints_are_listed_by_seq_then_as_saved(store: Store) -
     for checkpoint in saved:
         await store.save_audit_checkpoint(checkpoint)
     assert await store.audit_checkpoints() == [saved[1], saved[0], saved[2]]
+
+
+async def test_sql_store_reads_requirements_and_capabilities_stored_before_cores_and_labels(
+    sql_store: SqlStore, tmp_path: Path
+) -> None:
+    await sql_store.add_operation(make_op("op_1"))
+    await sql_store.save_worker(make_worker())
+    with contextlib.closing(sqlite3.connect(tmp_path / "wf.db")) as conn, conn:
+        conn.execute(
+            "UPDATE operations SET requirements = ?",
+            ('{"gpu": "required", "min_memory_gb": 2.0, "worker_type": null}',),
+        )
+        conn.execute("UPDATE workers SET capabilities = ?", ('{"cores": 4, "slots": 2}',))
+    found = await sql_store.get_operation("op_1")
+    (worker,) = await sql_store.load_workers()
+    assert found is not None
+    assert found.requirements == Requirements(gpu="required", min_memory_gb=2.0)
+    assert worker.capabilities == Capabilities(cores=4, slots=2)

@@ -73,6 +73,7 @@ def create_app(
         max_unfinished_per_owner=settings.max_unfinished_per_owner,
         dispatch_timeout_s=settings.dispatch_timeout_s,
         placement=settings.placement,
+        aging_interval_s=settings.aging_interval_s,
     )
     orchestrator = Orchestrator(
         store,

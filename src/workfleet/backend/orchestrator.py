@@ -4,6 +4,12 @@ The live state (unfinished operations, the pending queue, the worker registry wi
 reservations) is held here in memory, in one asyncio thread, and written through to the Store.
 An operation is acknowledged to its client only once its record is durable; every later
 change of one operation is persisted in order (one chain of writes per operation).
+
+Scheduling: the queue is a FairQueue (priority with aging, then fair share between
+submitters); the placement policy (`config.placement`) picks the worker. The RuntimeModel that
+`fastest` reads and the ShareLedger of fair share are kept current here: an operation is
+`queued` whenever it enters the queue, `started` when a slot is reserved for it, `stopped` when
+its slot is released, and each completed attempt's duration is `observe`d.
 """
 
 import asyncio
@@ -20,6 +26,7 @@ import structlog
 
 from workfleet.backend.admission import (
     Submission,
+    check_satisfiable,
     replayed,
     request_hash,
     retry_after_s,
@@ -38,11 +45,12 @@ from workfleet.domain.errors import (
     QueueFull,
     StaleLease,
 )
+from workfleet.domain.fairness import DEFAULT_AGING_INTERVAL_S, Aging, FairQueue, ShareLedger
 from workfleet.domain.operations import ErrorInfo, Lease, Operation, Outcome
 from workfleet.domain.permissions import Principal, allowed, may_cancel
-from workfleet.domain.placement import POLICIES
-from workfleet.domain.queue import PendingQueue
+from workfleet.domain.placement import can_run_now, make_policy
 from workfleet.domain.reconcile import Reported, reconcile
+from workfleet.domain.runtime import RuntimeModel, size_hint
 from workfleet.domain.workers import Capabilities, LivenessPolicy, Load, Worker
 from workfleet.observability.metrics import BackendMetrics
 from workfleet.operations.registry import OperationType
@@ -51,6 +59,7 @@ from workfleet.store.base import OperationQuery, Store
 log = structlog.get_logger(__name__)
 RECENT_TERMINAL = 1000
 REFUSAL_COOLDOWN_S = 1.0  # a worker that refused a dispatch is skipped this long
+WAIT_RECHECK_S = 1.0  # an operation the policy holds back for a busy worker is looked at again
 
 
 def utc_now() -> datetime:
@@ -64,7 +73,8 @@ class OrchestratorConfig:
     max_pending: int = 10_000
     max_unfinished_per_owner: int = 10_000  # one key cannot fill the whole queue
     dispatch_timeout_s: float = 10.0
-    placement: str = "round_robin"
+    placement: str = "round_robin"  # one of domain.placement.POLICY_NAMES
+    aging_interval_s: float = DEFAULT_AGING_INTERVAL_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +139,12 @@ class Orchestrator:
         self.clock = clock
         self.monotonic = monotonic  # for durations (grace periods, cooldowns): never jumps
         self.operation_types = operation_types
-        self.placement = POLICIES[config.placement]
+        self.runtime = RuntimeModel()
+        self.ledger = ShareLedger()
+        self.placement = make_policy(config.placement, self.runtime)
+        self._may_wait = config.placement == "fastest"  # the others never leave a free slot
         self.active: dict[str, Operation] = {}
-        self.queue = PendingQueue()
+        self.queue = FairQueue(Aging(config.aging_interval_s))
         self.workers: dict[str, Worker] = {}
         self._worker_keys: dict[str, str] = {}  # mtls: worker id -> key it registered with
         self._unfinished_by_owner: dict[str, int] = {}
@@ -144,11 +157,14 @@ class Orchestrator:
         self._finished_mono: deque[float] = deque(maxlen=4096)
         self._refused_until: dict[str, float] = {}
         self._dispatch_seq = itertools.count(1)
+        self._recheck: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self.on_work: Callable[[], None] = lambda: None  # the dispatcher wakes on this
         self.audit: AuditTrail = _NoAudit()
         self.on_worker_removed: Callable[[str], None] = lambda worker_id: None
         metrics.watch_workers(lambda: list(self.workers.values()))
+        metrics.watch_queue(self.queue.depths)
+        metrics.placement_policy(config.placement)
 
     # ---- start and stop -----------------------------------------------------------------------
 
@@ -157,11 +173,12 @@ class Orchestrator:
         for worker in await self.store.load_workers():
             self.workers[worker.worker_id] = worker
         now_mono = self.monotonic()
+        now = self.clock()
         for op in await self.store.unfinished_operations():
             self._remember(op)
             if op.lease is None:
                 if op.cancel_requested_at is None:
-                    self.queue.push(op)
+                    self._enqueue(op)
                 else:  # its cancel was requested and no attempt is out: it ends here
                     self._finish(ops_domain.transition(op, "cancelled", at=self.clock()))
                 continue
@@ -169,12 +186,15 @@ class Orchestrator:
             if holder is None:  # its worker is forgotten: nobody can adopt it
                 self._lose(op, "worker_forgotten")
                 continue
-            self._reserve(holder.worker_id, op.operation_id)
+            # adopted: expected to end as if it started when it was dispatched (our own clock)
+            self._reserve(holder.worker_id, op, at=op.dispatched_at or now)
             self._assigned_mono[op.operation_id] = now_mono
         log.info("orchestrator_started", workers=len(self.workers), unfinished=len(self.active))
         self.on_work()
 
     async def stop(self) -> None:
+        if self._recheck is not None:
+            self._recheck.cancel()
         await self.flush_progress()
         await self._writes.drain()
 
@@ -196,6 +216,7 @@ class Orchestrator:
             existing = await self._live_by_key(owner, idempotency_key)
             if existing is not None:
                 return replayed(existing, hashed), False
+        self._check_satisfiable(submission)
         self._check_room(owner, 1)
         op = Operation(
             operation_id=f"op_{secrets.token_hex(12)}",
@@ -228,7 +249,7 @@ class Orchestrator:
             return replayed(earlier, hashed), False
         op = self.active[op.operation_id]  # a cancel may have raced the insert
         if op.dispatchable:
-            self.queue.push(op)
+            self._enqueue(op)
             self.on_work()
         self.metrics.submitted.labels(op.operation_type).inc()
         self.audit.note(
@@ -257,6 +278,7 @@ class Orchestrator:
         for index, (submission, _) in enumerate(submissions):
             try:
                 validated_params(submission, self.operation_types, self.workers.values())
+                self._check_satisfiable(submission)
             except InvalidRequest as exc:
                 raise InvalidRequest(f"operations[{index}]: {exc}") from exc
         await self._check_batch_keys(submissions, owner)
@@ -268,6 +290,13 @@ class Orchestrator:
             )
         )
         return [op for op, _ in accepted]
+
+    def _check_satisfiable(self, submission: Submission) -> None:
+        try:
+            check_satisfiable(submission, self.workers.values())
+        except InvalidRequest:
+            self.metrics.rejected_submits.labels("unsatisfiable").inc()
+            raise
 
     def _check_room(self, owner: str, wanted: int) -> None:
         if len(self.queue) + wanted > self.config.max_pending:
@@ -539,30 +568,58 @@ class Orchestrator:
     # ---- dispatch (driven by the Dispatcher) ---------------------------------------------------
 
     def next_assignment(self) -> tuple[Operation, Worker] | None:
-        """Take the highest-priority operation some worker can run now and reserve its slot."""
+        """Take the first operation in queue order (priority with aging, then fair share) that
+        the placement policy places now, and reserve its slot. An operation no worker can take
+        now, or that the policy holds back for a busy worker, blocks only its own bucket."""
+        if not self.queue:
+            return None
+        began = time.perf_counter()
+        assignment, outcome = self._place()
+        self.metrics.placement_seconds.observe(time.perf_counter() - began)
+        self.metrics.placement_decisions.labels(self.config.placement, outcome).inc()
+        if outcome == "waiting" and self._recheck is None:
+            # the expected ends it waits for are estimates: look again even if nothing happens
+            self._recheck = asyncio.get_running_loop().call_later(WAIT_RECHECK_S, self._rechecked)
+        return assignment
+
+    def _rechecked(self) -> None:
+        self._recheck = None
+        self.on_work()
+
+    def _place(self) -> tuple[tuple[Operation, Worker] | None, str]:
         now = self.clock()
-        best: tuple[tuple[int, int], Any, Worker] | None = None
         now_mono = self.monotonic()
         workers = [
             w for w in self.workers.values() if self._refused_until.get(w.worker_id, 0) <= now_mono
         ]
-        for key, operation_id, sort_key in self.queue.heads():
-            op = self.active.get(operation_id)
-            if op is None or not op.dispatchable:
-                self.queue.discard(operation_id)
-                continue
-            worker = self.placement(op, workers, now)
-            if worker is not None and (best is None or sort_key < best[0]):
-                best = (sort_key, key, worker)
-        if best is None:
-            return None
-        _, key, worker = best
-        op = self.active[self.queue.pop(key)]
+        outcome = "none"
+        stale = True
+        while stale:  # a stale head hides its bucket's next operation: look again without it
+            stale = False
+            for key, queued, _ in self.queue.heads(now, self.ledger):
+                op = self.active.get(queued.operation_id)
+                if op is None or not op.dispatchable:
+                    self.queue.discard(queued.operation_id)
+                    stale = True
+                    continue
+                worker = self.placement(op, workers, now)
+                if worker is not None:
+                    self.queue.pop(key)
+                    return self._assign(op, worker, now), "placed"
+                if (
+                    self._may_wait
+                    and outcome == "none"
+                    and any(can_run_now(op, w) for w in workers)
+                ):
+                    outcome = "waiting"  # a free worker could take it: the policy waits
+        return None, outcome
+
+    def _assign(self, op: Operation, worker: Worker, now: datetime) -> tuple[Operation, Worker]:
         assigned = ops_domain.assign(
             op, worker_id=worker.worker_id, token=secrets.token_urlsafe(16)
         )
         self._replace(op, assigned)
-        self._reserve(worker.worker_id, op.operation_id)
+        self._reserve(worker.worker_id, assigned, at=now)
         self.workers[worker.worker_id] = replace(
             self.workers[worker.worker_id], last_dispatch_seq=next(self._dispatch_seq)
         )
@@ -599,14 +656,14 @@ class Orchestrator:
             self._refused_until[worker_id] = self.monotonic() + REFUSAL_COOLDOWN_S
             asyncio.get_running_loop().call_later(REFUSAL_COOLDOWN_S, self.on_work)
         if certain:
-            self._release(worker_id, operation_id)
+            self._release(op)
             freed = ops_domain.unassign(op)
             self._replace(op, freed)
             self._persist(freed)
             if freed.cancel_requested_at is not None:
                 self._finish(ops_domain.transition(freed, "cancelled", at=self.clock()))
             else:
-                self.queue.push(freed)
+                self._enqueue(freed)
         else:
             self._spawn_cancel(worker_id, op)
             self._lose(op, reason)
@@ -697,7 +754,7 @@ class Orchestrator:
                 self._lose(op, reason, count_loss=count_loss)
 
     def _lose(self, op: Operation, reason: str, *, count_loss: bool = True) -> None:
-        self._release(op.worker_id or "", op.operation_id)
+        self._release(op)
         lost = ops_domain.lose_attempt(
             op,
             reason=reason,
@@ -726,13 +783,16 @@ class Orchestrator:
             return
         self._replace(op, lost)
         self._persist(lost)
-        self.queue.push(lost)
+        self._enqueue(lost)
         self.on_work()
 
     def _finish(self, op: Operation) -> "asyncio.Task[None]":
         """Record a terminal state now (so no later report can land on the old record), then
         persist it; the returned task ends once it is durable and waiters are told."""
-        self._release(op.worker_id or "", op.operation_id)
+        self._release(op)
+        self.runtime.stopped(op.operation_id)  # queued, if it never left the queue
+        if op.status == "completed":
+            self._observe(op)
         if self.active.pop(op.operation_id, None) is not None:
             self._count_owner(op.owner, -1)
         self._assigned_mono.pop(op.operation_id, None)
@@ -797,21 +857,47 @@ class Orchestrator:
         assert before.operation_id == after.operation_id
         self.active[after.operation_id] = after
 
-    def _reserve(self, worker_id: str, operation_id: str) -> None:
-        worker = self.workers[worker_id]
-        self.workers[worker_id] = replace(worker, reserved=worker.reserved | {operation_id})
+    def _enqueue(self, op: Operation) -> None:
+        self.queue.push(op)
+        self.runtime.queued(op)
 
-    def _release(self, worker_id: str, operation_id: str) -> None:
-        worker = self.workers.get(worker_id)
-        if worker is not None and operation_id in worker.reserved:
-            self.workers[worker_id] = replace(worker, reserved=worker.reserved - {operation_id})
-        self._assigned_mono.pop(operation_id, None)
+    def _reserve(self, worker_id: str, op: Operation, *, at: datetime) -> None:
+        """Hold a slot for the op's attempt: it runs (or will) there from `at`."""
+        worker = self.workers[worker_id]
+        worker = replace(worker, reserved=worker.reserved | {op.operation_id})
+        self.workers[worker_id] = worker
+        self.runtime.started(op, worker, at=at)
+        self.ledger.started(op.owner)
+
+    def _release(self, op: Operation) -> None:
+        """The attempt ended (whatever its outcome): its slot is free."""
+        worker = self.workers.get(op.worker_id or "")
+        if worker is not None and op.operation_id in worker.reserved:
+            self.workers[worker.worker_id] = replace(
+                worker, reserved=worker.reserved - {op.operation_id}
+            )
+            self.runtime.stopped(op.operation_id)
+            self.ledger.stopped(op.owner)
+        self._assigned_mono.pop(op.operation_id, None)
+
+    def _observe(self, op: Operation) -> None:
+        """Teach the runtime model how long a completed attempt took where it ran."""
+        began = op.started_at or op.dispatched_at
+        if op.worker_id is None or began is None or op.finished_at is None:
+            return
+        if (began.tzinfo is None) != (op.finished_at.tzinfo is None):
+            return  # a worker's clock without a zone: no duration to learn from
+        seconds = (op.finished_at - began).total_seconds()
+        size = size_hint(op.operation_type, op.params)
+        self.runtime.observe(op.operation_type, op.worker_id, size, seconds)
 
     def _count_dispatch(self, op: Operation) -> None:
         self.metrics.dispatched.labels(op.operation_type).inc()
         if op.dispatched_at is not None:
             wait = (op.dispatched_at - op.created_at).total_seconds()
-            self.metrics.queue_wait.labels(op.operation_type).observe(max(wait, 0.0))
+            self.metrics.queue_wait.labels(op.operation_type, str(op.priority)).observe(
+                max(wait, 0.0)
+            )
 
     def _worker(self, worker_id: str) -> Worker:
         worker = self.workers.get(worker_id)

@@ -24,7 +24,9 @@ def operation_view(op: Operation) -> OperationView:
         status=op.status,
         params=dict(op.params),
         priority=op.priority,
-        requirements=RequirementsModel(**asdict(op.requirements)),
+        requirements=RequirementsModel(
+            **{**asdict(op.requirements), "labels": dict(op.requirements.labels)}
+        ),
         owner=op.owner,
         worker_id=op.worker_id,
         attempt=op.attempt,
@@ -46,7 +48,9 @@ def worker_view(worker: Worker) -> WorkerView:
         worker_type=worker.worker_type,
         endpoint_url=worker.endpoint_url,
         status=worker.status,
-        capabilities=CapabilitiesModel(**asdict(worker.capabilities)),
+        capabilities=CapabilitiesModel(
+            **{**asdict(worker.capabilities), "labels": dict(worker.capabilities.labels)}
+        ),
         operation_types=sorted(worker.operation_types),
         load=LoadView(**asdict(worker.load)),
         running_operations=sorted(worker.reserved),

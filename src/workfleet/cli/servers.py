@@ -11,7 +11,14 @@ from workfleet.cli.common import fail, given, settings_or_exit
 from workfleet.observability.logging import configure_logging
 from workfleet.security.tls import ReloadingServerTls, check_files
 from workfleet.serving import AppServer, bound_port, server_config
-from workfleet.settings import AuthMode, BackendSettings, LogFormat, TlsPaths, WorkerSettings
+from workfleet.settings import (
+    AuthMode,
+    BackendSettings,
+    LogFormat,
+    Placement,
+    TlsPaths,
+    WorkerSettings,
+)
 from workfleet.worker.app import create_worker_app, drain, offered_operation_types
 from workfleet.worker.certificates import enroll_if_needed, own_paths
 
@@ -150,6 +157,18 @@ def backend(
     worker_removal: float | None = typer.Option(
         None, "--worker-removal", help="Seconds unavailable before removal [300]"
     ),
+    placement: Placement | None = typer.Option(
+        None,
+        help="Placement policy: round_robin (least recently used), capacity (most free "
+        "capacity) or fastest (learned speeds, expected completion) "
+        "[env WORKFLEET_PLACEMENT; round_robin]",
+    ),
+    aging_interval: float | None = typer.Option(
+        None,
+        "--aging-interval",
+        help="Seconds a queued operation waits to gain one priority level, so nothing starves "
+        "[env WORKFLEET_AGING_INTERVAL_S; 300]",
+    ),
     log_format: LogFormat | None = typer.Option(None, help="json or console"),
 ) -> None:
     """Run the backend: API, registry, health monitor, scheduler."""
@@ -167,6 +186,8 @@ def backend(
                 health_interval_s=health_interval,
                 health_failure_threshold=health_failure_threshold,
                 worker_removal_s=worker_removal,
+                placement=placement,
+                aging_interval_s=aging_interval,
                 log_format=log_format,
             )
         )
@@ -189,6 +210,18 @@ def worker(
         None, help="Worker id [env WORKFLEET_WORKER_ID; hostname-type]"
     ),
     slots: int | None = typer.Option(None, help="Operations run at once [env WORKFLEET_SLOTS; 1]"),
+    label: list[str] | None = typer.Option(
+        None,
+        "--label",
+        help="A label k=v operations may select on; repeat for several "
+        "[env WORKFLEET_LABELS as k=v,k=v]",
+        show_default=False,
+    ),
+    speed: float | None = typer.Option(
+        None,
+        help="Test workloads (diagnostic sleep, cpu) take seconds / speed here, so one machine "
+        "can stand for a slow and a fast worker [env WORKFLEET_SPEED; 1.0]",
+    ),
     host: str | None = typer.Option(None, help="Bind address [127.0.0.1]"),
     port: int | None = typer.Option(
         None, help="Port (0 = any free port) [5003 backtesting, 5002 training]"
@@ -224,6 +257,8 @@ def worker(
                 backend_url=backend_url,
                 worker_id=worker_id,
                 slots=slots,
+                labels=",".join(label) if label else None,  # checked as WORKFLEET_LABELS is
+                speed=speed,
                 host=host,
                 port=port,
                 advertise_url=advertise_url,

@@ -135,6 +135,13 @@ class FairQueue:
         heads.sort(key=lambda head: (head[2], head[0][0]))
         return heads
 
+    def depths(self) -> dict[tuple[str, int], int]:
+        """Queued operations by (submitter, priority as submitted)."""
+        counts: dict[tuple[str, int], int] = {}
+        for (submitter, priority, _, _), _ in self._live.values():
+            counts[(submitter, priority)] = counts.get((submitter, priority), 0) + 1
+        return counts
+
     def pop(self, key: BucketKey) -> Operation:
         """Take the head of a bucket that `heads` just listed."""
         entry = heapq.heappop(self._buckets[key])

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 from workfleet.domain.errors import InvalidTransition, StaleLease
+from workfleet.domain.labels import Labels, as_labels
 
 OperationStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
 Outcome = Literal["completed", "failed", "cancelled"]
@@ -39,9 +40,17 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class Requirements:
+    """What a worker needs to run the operation at all (see placement.can_ever_run)."""
+
     gpu: GpuRequirement = "none"
     min_memory_gb: float = 0.0
     worker_type: str | None = None
+    min_cores: int = 0
+    labels: Labels = ()  # a selector: the worker must carry every one of these labels
+
+    def __post_init__(self) -> None:
+        # given as a mapping (the wire, the store's JSON): kept as sorted pairs, hashable
+        object.__setattr__(self, "labels", as_labels(self.labels))
 
 
 @dataclass(frozen=True, slots=True)

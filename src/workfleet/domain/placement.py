@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from workfleet.domain.operations import Operation
+from workfleet.domain.labels import selects
+from workfleet.domain.operations import Operation, Requirements
 from workfleet.domain.runtime import RuntimeModel, declared_capacity, size_hint
 from workfleet.domain.workers import Worker
 
@@ -41,7 +42,28 @@ def can_ever_run(op: Operation, worker: Worker) -> bool:
         and (req.worker_type is None or req.worker_type == worker.worker_type)
         and (req.gpu != "required" or caps.gpu)
         and caps.memory_gb >= req.min_memory_gb
+        and caps.cores >= req.min_cores
+        and (not req.labels or selects(req.labels, caps.labels))
     )
+
+
+def unmet_requirements(req: Requirements, worker: Worker) -> list[str]:
+    """The hard requirements the worker does not meet, named as the submitter wrote them
+    (empty: it meets them all; `can_ever_run` is the fast form, the type included)."""
+    caps = worker.capabilities
+    unmet = []
+    if req.worker_type is not None and req.worker_type != worker.worker_type:
+        unmet.append(f"worker_type {req.worker_type!r}")
+    if req.gpu == "required" and not caps.gpu:
+        unmet.append("gpu required")
+    if caps.memory_gb < req.min_memory_gb:
+        unmet.append(f"min_memory_gb {req.min_memory_gb:g}")
+    if caps.cores < req.min_cores:
+        unmet.append(f"min_cores {req.min_cores}")
+    unmet += [
+        f"label {key}={value}" for key, value in req.labels if (key, value) not in caps.labels
+    ]
+    return unmet
 
 
 def can_run_now(op: Operation, worker: Worker) -> bool:

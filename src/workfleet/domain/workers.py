@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
+from workfleet.domain.labels import Labels, as_labels
+
 WorkerStatus = Literal["available", "busy", "draining", "temporarily_unavailable"]
 WORKER_STATUSES: tuple[WorkerStatus, ...] = (
     "available",
@@ -26,6 +28,11 @@ class Capabilities:
     gpu_count: int = 0
     gpu_memory_gb: float = 0.0
     slots: int = 1
+    labels: Labels = ()  # what operations may select on (zone=eu, disk=nvme)
+    speed: float = 1.0  # test workloads (diagnostic sleep, cpu) take seconds / speed here
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", as_labels(self.labels))
 
 
 @dataclass(frozen=True, slots=True)

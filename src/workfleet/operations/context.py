@@ -9,6 +9,7 @@ class Cancelled(Exception):
 
 class OperationContext(Protocol):
     operation_id: str
+    speed: float  # the worker's declared speed (1.0 unless set): test workloads scale by it
 
     def report(self, **progress: Any) -> None:
         """Progress: percentage, message, current_step, total_steps, items_done, items_total,

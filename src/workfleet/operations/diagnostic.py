@@ -1,4 +1,8 @@
-"""`diagnostic`: operations for tests and load runs (noop, sleep, fail, crash, cpu)."""
+"""`diagnostic`: operations for tests and load runs (noop, sleep, fail, crash, cpu).
+
+`sleep` and `cpu` last `seconds` on a worker of speed 1 and `seconds / speed` on a worker that
+declares another speed (WORKFLEET_SPEED), so one machine can stand for slow and fast workers.
+"""
 
 import os
 import signal
@@ -14,7 +18,7 @@ class DiagnosticParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Literal["noop", "sleep", "fail", "crash", "cpu"] = "noop"
-    seconds: float = Field(0.0, ge=0, le=86_400)
+    seconds: float = Field(0.0, ge=0, le=86_400, description="at speed 1: seconds / speed")
     steps: int = Field(1, ge=1, le=100_000)
     payload: Any = Field(None, description="echoed back in the result")
     ignore_cancel: bool = Field(False, description="keep going after a cancel (tests the kill)")
@@ -35,7 +39,7 @@ def run(params: DiagnosticParams, ctx: OperationContext) -> dict[str, Any]:
 
 
 def _spend(params: DiagnosticParams, ctx: OperationContext, *, busy: bool) -> None:
-    step_s = params.seconds / params.steps
+    step_s = params.seconds / ctx.speed / params.steps
     for step in range(params.steps):
         deadline = time.monotonic() + step_s
         while (left := deadline - time.monotonic()) > 0:

@@ -145,6 +145,8 @@ def identity_from(settings: WorkerSettings, operation_types: list[str]) -> Ident
             cores=settings.cores or psutil.cpu_count() or 1,
             memory_gb=memory_gb,
             slots=settings.slots,
+            labels=settings.labels,
+            speed=settings.speed,
         ),
         operation_types=operation_types,
     )
@@ -207,6 +209,7 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
         fetch_artifact=fetch_artifact,
         upload_artifact=upload_artifact,
         preload=[module for t in offered.values() if (module := t.module()) is not None],
+        speed=settings.speed,
     )
     service = WorkerService(identity_from(settings, sorted(offered)), runner, offered)
     worker_metrics = WorkerMetrics(service.state, service.cpu_ratio, service.memory_ratio)

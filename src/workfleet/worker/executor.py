@@ -42,8 +42,10 @@ class _Context:
         send: Any,
         cancel: threading.Event,
         replies: "queue.SimpleQueue[tuple[Any, ...]]",
+        speed: float = 1.0,
     ) -> None:
         self.operation_id = operation_id
+        self.speed = speed
         self._send = send
         self._cancel = cancel
         self._replies = replies
@@ -124,7 +126,7 @@ class _Context:
             raise Cancelled()
 
 
-def executor_main(conn: Connection) -> None:
+def executor_main(conn: Connection, speed: float = 1.0) -> None:
     _die_with_parent()
     types = load_operation_types()
     cancel = threading.Event()
@@ -157,7 +159,7 @@ def executor_main(conn: Connection) -> None:
         current[0] = operation_id
         send(("started", operation_id, time.time()))
         outcome, result, error, progress = _run(
-            types, operation_type, params, _Context(operation_id, send, cancel, replies)
+            types, operation_type, params, _Context(operation_id, send, cancel, replies, speed)
         )
         current[0] = None
         send(("finished", operation_id, outcome, result, error, progress))

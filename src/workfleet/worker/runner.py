@@ -58,10 +58,13 @@ class _Executor:
         self,
         on_message: Callable[["_Executor", tuple[Any, ...]], None],
         on_exit: Callable[["_Executor", int | None], None],
+        speed: float,
     ) -> None:
         parent, child = _MP.Pipe()
         self.conn: Connection = parent
-        self.process: BaseProcess = _MP.Process(target=executor_main, args=(child,), daemon=True)
+        self.process: BaseProcess = _MP.Process(
+            target=executor_main, args=(child, speed), daemon=True
+        )
         self.process.start()
         child.close()
         self.job: Job | None = None
@@ -100,10 +103,13 @@ class Runner:
         fetch_artifact: Callable[[str, str], Awaitable[Path | None]],
         upload_artifact: Callable[[Job, str, Path], Awaitable[None]],
         preload: list[str],
+        speed: float = 1.0,
     ) -> None:
         """`preload`: modules the forkserver imports once, so that executors start with the
-        heavy imports (pandas, torch) done and the worker's own process never does them."""
+        heavy imports (pandas, torch) done and the worker's own process never does them.
+        `speed`: the worker's declared speed, which operations see as `ctx.speed`."""
         self.slots = slots
+        self._speed = speed
         self._preload = preload
         self._cancel_grace_s = cancel_grace_s
         self._on_event = on_event
@@ -208,7 +214,7 @@ class Runner:
         # Starting a process blocks briefly (a fork by the forkserver), and only happens at
         # start-up or after a crash or kill.
         try:
-            executor = _Executor(self._on_message, self._on_exit)
+            executor = _Executor(self._on_message, self._on_exit, self._speed)
         except OSError as exc:
             self._broken = f"cannot start an executor process: {exc}"
             log.error("executor_start_failed", error=str(exc))

@@ -130,6 +130,21 @@ def test_a_discarded_operation_is_never_a_head_and_may_come_back() -> None:
     assert (len(queue), next_pick(queue, at(2), ShareLedger()).operation_id) == (2, "a")
 
 
+def test_the_queue_counts_its_operations_by_submitter_and_priority() -> None:
+    queue = FairQueue(AGING)
+    for op in [
+        make_op("a1"),
+        make_op("a2", priority=3),
+        make_op("a3", priority=3, operation_type="training"),
+        make_op("b1", owner="bob"),
+        make_op("b2", owner="bob"),
+    ]:
+        queue.push(op)
+    queue.discard("b2")
+    queue.pop(queue.heads(at(1), ShareLedger())[0][0])  # a priority 3 operation
+    assert queue.depths() == {("alice", 0): 1, ("alice", 3): 1, ("bob", 0): 1}
+
+
 def test_pushing_a_queued_operation_again_changes_nothing() -> None:
     queue = FairQueue(AGING)
     queue.push(make_op("a"))
