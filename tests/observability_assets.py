@@ -68,12 +68,15 @@ _COUNTERS = (
     "workfleet_worker_deregistrations",
     "workfleet_worker_health_checks",
     "workfleet_http_requests",
+    # scheduling (issue 6)
+    "workfleet_placement_decisions",
 )
 _HISTOGRAMS = (
     "workfleet_worker_operation_duration_seconds",
     "workfleet_operation_queue_wait_seconds",
     "workfleet_operation_duration_seconds",
     "workfleet_http_request_duration_seconds",
+    "workfleet_placement_seconds",
 )
 _GAUGES = (
     # worker
@@ -92,6 +95,8 @@ _GAUGES = (
     "workfleet_operations_pending",
     "workfleet_registry_collect_duration_seconds",
     "workfleet_build_info",
+    "workfleet_queue_depth",
+    "workfleet_queue_depth_by_submitter",
     # not in the reference catalogue (which has no certificate metric): proposed here, exported
     # by every process in mtls mode, certificate="identity" (its own) or "ca" (its trust anchor)
     "workfleet_tls_certificate_not_before_timestamp_seconds",

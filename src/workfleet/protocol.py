@@ -419,12 +419,32 @@ class MinuteStats(BaseModel):
     queue_depth: int = Field(description="the most operations waiting at once in this minute")
 
 
+class PriorityDepth(BaseModel):
+    priority: int = Field(description="as submitted, 0 (lowest) to 9 (highest)")
+    queued: int = Field(description="operations of this priority waiting for a worker")
+
+
+class SubmitterDepth(BaseModel):
+    submitter: str = Field(description="the name of the API key that submitted them")
+    queued: int = Field(description="operations of this submitter waiting for a worker")
+
+
 class FleetStats(BaseModel):
     at: datetime = Field(description="the backend's time of these figures")
+    placement: str = Field(description="the placement policy in use (--placement)")
     workers: dict[WorkerStatus, int] = Field(description="registered workers by state")
     slots_used: int
     slots_total: int = Field(description="slots of every registered worker, whatever its state")
     queue_depth: int = Field(description="operations waiting for a worker now")
+    queue_by_priority: list[PriorityDepth] = Field(
+        description="the waiting operations per priority, highest first; empty ones left out"
+    )
+    queue_by_submitter: list[SubmitterDepth] = Field(
+        description="the waiting operations of the submitters with most waiting, most first"
+    )
+    queue_other_submitters: int = Field(
+        description="the waiting operations of the submitters not listed in queue_by_submitter"
+    )
     running: int
     finished_last_hour: int
     failed_last_hour: int

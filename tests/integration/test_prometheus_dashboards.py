@@ -7,6 +7,10 @@ real operations, with deploy/prometheus's scrape config and rules:
 - the rules load and evaluate cleanly, and a healthy cluster raises no alert but the Watchdog;
 - `promtool check metrics` accepts the backend's and a worker's /metrics.
 
+While the checks run, operations wait in the queue (a long sleep holds the only slot of the one
+worker their label selects), so the queue depth panels have series: by priority the backend
+exports zeros too, but by submitter only the submitters with something waiting.
+
 What the code does not export yet (tests/observability_assets.py GAPS) is xfail(strict) with
 the selector in the reason: when it lands, the case passes, XPASS(strict) fails the run, and the
 GAPS entry must go. Until the backend serves HTTP service discovery, Prometheus scrapes the
@@ -19,7 +23,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +49,15 @@ from observability_assets import (
     substitute,
     variable_queries,
 )
-from workfleet.harness.cluster import Cluster, free_port
+from workfleet.harness.cluster import Cluster, free_port, wait_for
+from workfleet.protocol import RequirementsModel
 
-WORKERS = {"w-bt-1": ("backtesting", 1), "w-tr-1": ("training", 2)}
+WORKERS = {"w-bt-1": ("backtesting", 1), "w-bt-2": ("backtesting", 1), "w-tr-1": ("training", 2)}
+# Only w-bt-2 carries this label. The backlog: one long sleep holds its slot, the others wait
+# for it; half the backtesting fleet stays free, so no saturation alert goes pending.
+BACKLOG_LABELS = {"w-bt-2": "lane=backlog"}
+BACKLOG_SELECTOR = RequirementsModel(labels={"lane": "backlog"})
+BACKLOG_PRIORITIES = (0, 0, 7)
 SCRAPE_INTERVAL_S = 1.0
 # noop first (so every counter is scraped before it grows), then these at once
 OPERATIONS = [
@@ -67,6 +77,7 @@ class Live:
     http: httpx.Client
     service_discovery: bool
     log: Path
+    backlog: list[str] = field(default_factory=list)  # operation ids, the waiting ones first
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         answer = self.http.get(f"{self.url}/api/v1/query", params={"query": promql})
@@ -88,7 +99,9 @@ class Live:
 async def _start_cluster(cluster: Cluster) -> None:
     await cluster.start_backend()
     for worker_id, (worker_type, slots) in WORKERS.items():
-        await cluster.start_worker(worker_id, worker_type=worker_type, slots=slots)
+        labels = BACKLOG_LABELS.get(worker_id)
+        env = {"WORKFLEET_LABELS": labels} if labels else None
+        await cluster.start_worker(worker_id, worker_type=worker_type, slots=slots, env=env)
 
 
 def _serves_service_discovery(cluster: Cluster) -> bool:
@@ -185,6 +198,35 @@ async def _run_operations(cluster: Cluster, live: Live) -> None:
     assert sorted(op.status for op in finals) == ["completed"] * 4 + ["failed"]
 
 
+async def _holds_a_slot(cluster: Cluster, operation_id: str) -> bool:
+    async with cluster.client() as client:
+        return (await client.get(operation_id)).worker_id is not None
+
+
+async def _queue_backlog(cluster: Cluster) -> list[str]:
+    """A long sleep on w-bt-2, then BACKLOG_PRIORITIES operations that only it may run."""
+    async with cluster.client() as client:
+        holder = await client.submit(
+            "diagnostic",
+            {"action": "sleep", "seconds": 600, "steps": 60},
+            requirements=BACKLOG_SELECTOR,
+        )
+        await wait_for(lambda: _holds_a_slot(cluster, holder.operation_id), what="w-bt-2 busy")
+        waiting = [
+            await client.submit(
+                "diagnostic", {"action": "noop"}, priority=p, requirements=BACKLOG_SELECTOR
+            )
+            for p in BACKLOG_PRIORITIES
+        ]
+    return [op.operation_id for op in waiting] + [holder.operation_id]
+
+
+async def _cancel(cluster: Cluster, operation_ids: list[str]) -> None:
+    async with cluster.client() as client:
+        for operation_id in operation_ids:  # the waiting ones first: none of them starts
+            await client.cancel(operation_id)
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     prometheus = binary("prometheus")
@@ -217,8 +259,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             _wait(lambda: _all_targets_up(state), "every target up", state)
             asyncio.run(_run_operations(cluster, state))
             _wait(lambda: _all_operations_scraped(state), "the last operations scraped", state)
+            state.backlog = asyncio.run(_queue_backlog(cluster))
+            waiting = "sum(workfleet_queue_depth_by_submitter)"
+            _wait(lambda: _scraped(state, waiting, len(BACKLOG_PRIORITIES)), "the backlog", state)
             time.sleep(2.5 * SCRAPE_INTERVAL_S)  # two more scrapes: every rate has its samples
             yield state
+            asyncio.run(_cancel(cluster, state.backlog))
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)
@@ -328,8 +374,17 @@ def test_every_rule_loads_and_evaluates_without_error(live: Live) -> None:
 
 
 def test_a_healthy_cluster_raises_no_alert_but_the_watchdog(live: Live) -> None:
+    """But for the backlog the fixture keeps waiting: it appeared within the last 30 minutes, so
+    once the backend exports workfleet_operations_pending, WorkfleetQueueBacklogGrowing is
+    pending (it would fire after 30 minutes of growth), for the diagnostic type only."""
+    expected: set[tuple[str, str, str | None]] = {("Watchdog", "firing", None)}
+    if live.query("sum(workfleet_operations_pending) > 0"):
+        expected.add(("WorkfleetQueueBacklogGrowing", "pending", "diagnostic"))
     active = live.api("/api/v1/alerts")["alerts"]
-    assert {(a["labels"]["alertname"], a["state"]) for a in active} == {("Watchdog", "firing")}
+    raised = {
+        (a["labels"]["alertname"], a["state"], a["labels"].get("operation_type")) for a in active
+    }
+    assert raised == expected
 
 
 @pytest.mark.parametrize("process", ["backend", "w-bt-1"])

@@ -54,12 +54,16 @@ async def progressing(client: Client, operation_id: str) -> bool:
     return op.progress is not None and (op.progress.percentage or 0) > 0
 
 
+async def holds_a_slot(client: Client, operation_id: str) -> bool:
+    return (await client.get(operation_id)).worker_id is not None
+
+
 async def connect(page: Page, key: str) -> None:
     await page.fill("#key", key)
     await page.click("#login-form button[type=submit]")
 
 
-async def test_the_dashboard_shows_a_live_worker_progress_and_a_failure_reason(
+async def test_the_dashboard_shows_a_live_worker_progress_a_failure_reason_and_the_queue(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     await cluster.start_worker("w1", slots=2)
@@ -93,10 +97,30 @@ async def test_the_dashboard_shows_a_live_worker_progress_and_a_failure_reason(
             await expect(reason).to_contain_text("DiagnosticFailure", timeout=TIMEOUT_MS)
             await expect(page.locator("#sum-workers")).to_have_text("1")
             await expect(page.locator("#auth-error")).to_be_hidden()
+            await expect(page.locator("#sum-placement")).to_have_text("round_robin")
+            await expect(page.locator("#queue-submitters tr.empty")).to_be_visible()
+
+            # the second slot busy too, then three wait: two at priority 0, one at 7
+            blocker = await client.submit("diagnostic", {"action": "sleep", "seconds": 30})
+            await wait_for(lambda: holds_a_slot(client, blocker.operation_id), what="a slot")
+            queued = [
+                await client.submit("diagnostic", {"action": "noop"}, priority=priority)
+                for priority in (0, 0, 7)
+            ]
+            submitter = page.locator(f'#queue-submitters tr[data-submitter="{queued[0].owner}"]')
+            await expect(submitter.locator("td.count")).to_have_text("3", timeout=TIMEOUT_MS)
+            await expect(submitter.locator("progress")).to_have_attribute("value", "3")
+            by_priority = page.locator("#queue-priority tbody tr")
+            await expect(by_priority).to_have_count(2)  # highest first, empty ones left out
+            await expect(by_priority.nth(0)).to_have_attribute("data-priority", "7")
+            await expect(by_priority.nth(0).locator("td.count")).to_have_text("1")
+            await expect(by_priority.nth(1).locator("td.count")).to_have_text("2")
+            await expect(page.locator("#sum-queue")).to_have_text("3")
             await save_screenshot(page, tmp_path / "ui.png")
         # the browser logs the refused key's 401 itself; nothing else may appear
         assert [p for p in problems if "status of 401" not in p] == []
-        await client.cancel(sleeper.operation_id)
+        for op in [*queued, blocker, sleeper]:  # the waiting ones first: nothing starts
+            await client.cancel(op.operation_id)
 
 
 async def save_screenshot(page: Page, path: Path) -> None:

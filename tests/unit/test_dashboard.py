@@ -1,5 +1,6 @@
 """The /ui dashboard's files and the figures it reads (GET /api/v1/stats), in-process."""
 
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -11,14 +12,14 @@ import pytest
 
 from workfleet.backend.app import create_app
 from workfleet.backend.auth import create_key
-from workfleet.backend.fleet_stats import FleetHistory, Totals
+from workfleet.backend.fleet_stats import FleetHistory, Totals, queue_breakdown
 from workfleet.backend.gateway import DispatchResult, HealthCheckFailed
 from workfleet.backend.orchestrator import Orchestrator, Registration, utc_now
 from workfleet.backend.routes.ui import ASSETS, CONTENT_SECURITY_POLICY
 from workfleet.domain.operations import Lease
 from workfleet.domain.workers import Capabilities, Worker
 from workfleet.protocol import DispatchRequest, WorkerHealth
-from workfleet.settings import BackendSettings
+from workfleet.settings import BackendSettings, Placement
 from workfleet.store.memory import MemoryStore
 
 SECRET = "dashboard-cluster-secret-0123456789abcdefgh"
@@ -40,18 +41,22 @@ class NoFleet:
         return None
 
     async def health(self, worker: Worker, *, timeout_s: float) -> WorkerHealth:
-        raise HealthCheckFailed("no fleet in this test")
+        raise HealthCheckFailed("no fleet in this test", refused=True)
 
     async def close(self) -> None:
         return None
 
 
-@pytest.fixture
-async def backend(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Orchestrator, str]]:
+@contextlib.asynccontextmanager
+async def running_backend(
+    tmp_path: Path, placement: Placement = "round_robin"
+) -> AsyncIterator[tuple[httpx.AsyncClient, Orchestrator, str]]:
     """A running token-mode backend app (lifespan included), a client of it, a viewer key."""
     store = MemoryStore()
-    settings = BackendSettings(data_dir=tmp_path, auth_mode="token", cluster_token=SECRET)
-    app = create_app(settings, store=store, gateway=NoFleet())
+    config = BackendSettings(
+        data_dir=tmp_path, auth_mode="token", cluster_token=SECRET, placement=placement
+    )
+    app = create_app(config, store=store, gateway=NoFleet())
     _, viewer = await create_key(store, "viewer", "viewer", utc_now)
     transport = httpx.ASGITransport(app=app)
     async with (
@@ -59,6 +64,12 @@ async def backend(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Orch
         httpx.AsyncClient(transport=transport, base_url="http://backend") as client,
     ):
         yield client, app.state.orchestrator, viewer
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Orchestrator, str]]:
+    async with running_backend(tmp_path) as running:
+        yield running
 
 
 @pytest.mark.parametrize("path", ["/ui", *(f"/ui/{name}" for name in ASSETS)])
@@ -131,6 +142,63 @@ async def test_a_viewer_reads_workers_by_state_and_slots(
     assert sum(stats["workers"].values()) == 1
     assert (stats["slots_used"], stats["slots_total"]) == (0, 3)
     assert (stats["queue_depth"], stats["running"], stats["finished_last_hour"]) == (0, 0, 0)
+    assert (stats["queue_by_priority"], stats["queue_by_submitter"]) == ([], [])
+    assert (stats["queue_other_submitters"], stats["placement"]) == (0, "round_robin")
+
+
+async def test_a_viewer_reads_the_queue_depth_per_priority_and_per_submitter(
+    backend: tuple[httpx.AsyncClient, Orchestrator, str],
+) -> None:
+    """No worker is registered, so everything submitted waits."""
+    client, orchestrator, viewer = backend
+    for submitter, priorities in (("alice", [0, 0, 5]), ("bob", [5])):
+        _, key = await create_key(orchestrator.store, submitter, "operator", utc_now)
+        for priority in priorities:
+            response = await client.post(
+                "/api/v1/operations",
+                json={"operation_type": "diagnostic", "priority": priority},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            assert response.status_code == 202, response.text
+    stats = (
+        await client.get("/api/v1/stats", headers={"Authorization": f"Bearer {viewer}"})
+    ).json()
+    assert stats["queue_depth"] == 4
+    assert stats["queue_by_priority"] == [
+        {"priority": 5, "queued": 2},
+        {"priority": 0, "queued": 2},
+    ]
+    assert stats["queue_by_submitter"] == [
+        {"submitter": "alice", "queued": 3},
+        {"submitter": "bob", "queued": 1},
+    ]
+    assert stats["queue_other_submitters"] == 0
+
+
+@pytest.mark.parametrize("policy", ["capacity", "fastest"])
+async def test_the_figures_name_the_placement_policy_in_use(
+    tmp_path: Path, policy: Placement
+) -> None:
+    async with running_backend(tmp_path, placement=policy) as (client, _, viewer):
+        response = await client.get("/api/v1/stats", headers={"Authorization": f"Bearer {viewer}"})
+    assert response.json()["placement"] == policy
+
+
+def test_the_queue_lists_the_submitters_with_most_waiting_and_sums_the_rest() -> None:
+    depths = {(f"user{i:02}", i % 3): i for i in range(1, 26)}  # user25 has 25 waiting, ...
+    depths[("idle", 4)] = 0
+    queue = queue_breakdown(depths, top=20)
+    assert [d.submitter for d in queue.by_submitter] == [f"user{i:02}" for i in range(25, 5, -1)]
+    assert queue.other_submitters == 1 + 2 + 3 + 4 + 5
+    assert [d.priority for d in queue.by_priority] == [2, 1, 0]  # no empty priority 4
+    assert sum(d.queued for d in queue.by_priority) == sum(range(1, 26))
+
+
+def test_submitters_with_as_many_waiting_are_listed_by_name() -> None:
+    queue = queue_breakdown({("bob", 0): 2, ("alice", 0): 1, ("alice", 9): 1}, top=1)
+    assert [(d.submitter, d.queued) for d in queue.by_submitter] == [("alice", 2)]
+    assert queue.other_submitters == 2
+    assert [(d.priority, d.queued) for d in queue.by_priority] == [(9, 1), (0, 3)]
 
 
 def test_each_minute_counts_what_finished_in_it_and_its_longest_queue() -> None:

@@ -186,6 +186,32 @@ def test_every_question_of_the_brief_has_a_panel() -> None:
     assert not missing
 
 
+# Issue 6: the scheduling panels, each with the metric it reads and the labels its legend shows.
+SCHEDULING_PANELS = {
+    "Queue depth by priority": ("workfleet_queue_depth", {"priority"}),
+    "Queue depth by submitter": ("workfleet_queue_depth_by_submitter", {"submitter"}),
+    "Placement decisions by policy and outcome": (
+        "workfleet_placement_decisions_total",
+        {"policy", "outcome"},
+    ),
+    "Placement time p95": ("workfleet_placement_seconds_bucket", set()),
+    "Queue wait p95 by priority": ("workfleet_operation_queue_wait_seconds_bucket", {"priority"}),
+}
+
+
+def test_the_operations_dashboard_has_the_scheduling_panels() -> None:
+    queries = {q.panel_title: q for q in panel_queries() if q.dashboard == "workfleet-operations"}
+    for title, (metric, legend) in SCHEDULING_PANELS.items():
+        query = queries[title]
+        assert metric_names(query.expr) == {metric}, title
+        assert query.expected_labels == legend, title
+        assert not query.instant, f"{title}: a time series, not one value"
+    panels = {p["title"]: p for p in all_panels(dashboards()["operations"])}
+    for title in SCHEDULING_PANELS:
+        assert panels[title]["description"].startswith("Scheduling: "), title
+        assert "?" in panels[title]["description"], f"{title}: names the question it answers"
+
+
 def test_datasource_provisioning() -> None:
     (path,) = (PROVISIONING_DIR / "datasources").glob("*.yml")
     config = yaml.safe_load(path.read_text())

@@ -1,19 +1,52 @@
-"""Fleet figures for the dashboard: the state now, and per-minute throughput and queue depth
-over the last hour, sampled in memory (Prometheus keeps the long history)."""
+"""Fleet figures for the dashboard: the state now (queue depth per priority and per submitter
+included), and per-minute throughput and queue depth over the last hour, sampled in memory
+(Prometheus keeps the long history)."""
 
 import asyncio
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
 from workfleet.backend.orchestrator import Orchestrator
 from workfleet.domain.workers import WORKER_STATUSES
-from workfleet.observability.metrics import BackendMetrics
-from workfleet.protocol import FleetStats, MinuteStats
+from workfleet.observability.metrics import TOP_SUBMITTERS, BackendMetrics
+from workfleet.protocol import FleetStats, MinuteStats, PriorityDepth, SubmitterDepth
 
 SAMPLE_INTERVAL_S: Final = 2.0
 HOUR: Final = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueBreakdown:
+    by_priority: list[PriorityDepth]  # highest priority first, empty ones left out
+    by_submitter: list[SubmitterDepth]  # most waiting first, the top TOP_SUBMITTERS
+    other_submitters: int  # what the submitters left out of by_submitter have waiting
+
+
+def queue_breakdown(
+    depths: Mapping[tuple[str, int], int], *, top: int = TOP_SUBMITTERS
+) -> QueueBreakdown:
+    """FairQueue.depths() ((submitter, priority) -> waiting) as the dashboard shows it, with the
+    same top-N cut as the workfleet_queue_depth_by_submitter metric."""
+    by_priority: dict[int, int] = {}
+    by_submitter: dict[str, int] = {}
+    for (submitter, priority), count in depths.items():
+        if count > 0:
+            by_priority[priority] = by_priority.get(priority, 0) + count
+            by_submitter[submitter] = by_submitter.get(submitter, 0) + count
+    ranked = sorted(by_submitter.items(), key=lambda item: (-item[1], item[0]))
+    return QueueBreakdown(
+        by_priority=[
+            PriorityDepth(priority=priority, queued=count)
+            for priority, count in sorted(by_priority.items(), reverse=True)
+        ],
+        by_submitter=[
+            SubmitterDepth(submitter=submitter, queued=count) for submitter, count in ranked[:top]
+        ],
+        other_submitters=sum(count for _, count in ranked[top:]),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +114,17 @@ def fleet_stats(orchestrator: Orchestrator, history: FleetHistory) -> FleetStats
     now = orchestrator.clock()
     workers = list(orchestrator.workers.values())
     minutes = history.last_hour(now)
+    queue = queue_breakdown(orchestrator.queue.depths())
     return FleetStats(
         at=now,
+        placement=orchestrator.config.placement,
         workers={state: sum(w.status == state for w in workers) for state in WORKER_STATUSES},
         slots_used=sum(len(w.reserved) for w in workers),
         slots_total=sum(w.capabilities.slots for w in workers),
         queue_depth=len(orchestrator.queue),
+        queue_by_priority=queue.by_priority,
+        queue_by_submitter=queue.by_submitter,
+        queue_other_submitters=queue.other_submitters,
         running=sum(op.status == "running" for op in orchestrator.active.values()),
         finished_last_hour=sum(m.finished for m in minutes),
         failed_last_hour=sum(m.failed for m in minutes),

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -13,13 +14,45 @@ from rich.table import Table
 
 from workfleet.cli.common import ApiKey, BackendUrl, DataDir, fail, out, with_client
 from workfleet.client import Client
+from workfleet.domain.labels import parse_labels
 from workfleet.operations.backtest.params import BacktestParams
 from workfleet.operations.training.params import TrainingParams
-from workfleet.protocol import OperationView
+from workfleet.protocol import OperationView, RequirementsModel
 
 submit_app = typer.Typer(help="Submit an operation.", no_args_is_help=True)
 ops_app = typer.Typer(help="Inspect and cancel operations.", no_args_is_help=True)
 TERMINAL = ("completed", "failed", "cancelled")
+
+# Requirements: which workers may run the operation. Taken as text and checked here, so a bad
+# value is one line naming the flag (exit 2) before anything is sent; the backend refuses with
+# 422 what no registered worker could ever meet, and queues what only busy workers meet.
+Gpu = typer.Option(
+    None,
+    "--gpu",
+    metavar="required|preferred|none",
+    help="GPU: required, preferred (GPU workers first, else any), none  [default: none]",
+    show_default=False,
+)
+MinMemoryGb = typer.Option(
+    None, "--min-memory-gb", metavar="GB", help="Least memory the worker must have"
+)
+MinCores = typer.Option(
+    None, "--min-cores", metavar="N", help="Least CPU cores the worker must have"
+)
+WorkerType = typer.Option(None, "--worker-type", metavar="TYPE", help="Only workers of this type")
+RequireLabel = typer.Option(
+    [],
+    "--require-label",
+    metavar="K=V",
+    help="The worker must carry this label (repeatable; see `workfleet worker --label`)",
+)
+REQUIREMENT_FLAGS = {
+    "gpu": "--gpu",
+    "min_memory_gb": "--min-memory-gb",
+    "min_cores": "--min-cores",
+    "worker_type": "--worker-type",
+    "labels": "--require-label",
+}
 
 
 @submit_app.command("diagnostic")
@@ -30,6 +63,11 @@ def submit_diagnostic(
     seconds: float = typer.Option(0.0, help="Duration of sleep / cpu"),
     steps: int = typer.Option(1, help="Progress reports over the duration"),
     priority: int = typer.Option(0, min=0, max=9, help="0 (lowest) to 9"),
+    gpu: str | None = Gpu,
+    min_memory_gb: str | None = MinMemoryGb,
+    min_cores: str | None = MinCores,
+    worker_type: str | None = WorkerType,
+    require_label: list[str] = RequireLabel,
     wait: bool = typer.Option(False, "--wait", help="Show progress until it finishes"),
     backend_url: str | None = BackendUrl,
     api_key: str | None = ApiKey,
@@ -37,7 +75,16 @@ def submit_diagnostic(
 ) -> None:
     """Submit a `diagnostic` operation (for trying the fleet out, tests and load runs)."""
     params = {"action": action, "seconds": seconds, "steps": steps}
-    _submit(backend_url, api_key, data_dir, params=params, priority=priority, wait=wait)
+    requirements = _requirements(gpu, min_memory_gb, min_cores, worker_type, require_label)
+    _submit(
+        backend_url,
+        api_key,
+        data_dir,
+        params=params,
+        priority=priority,
+        requirements=requirements,
+        wait=wait,
+    )
 
 
 @submit_app.command("backtest")
@@ -59,6 +106,11 @@ def submit_backtest(
     position_fraction: float = typer.Option(1.0, help="Share of equity exposed"),
     allow_short: bool = typer.Option(False, "--allow-short", help="Let the strategy go short"),
     priority: int = typer.Option(0, min=0, max=9, help="0 (lowest) to 9"),
+    gpu: str | None = Gpu,
+    min_memory_gb: str | None = MinMemoryGb,
+    min_cores: str | None = MinCores,
+    worker_type: str | None = WorkerType,
+    require_label: list[str] = RequireLabel,
     wait: bool = typer.Option(False, "--wait", help="Show progress, then the result"),
     backend_url: str | None = BackendUrl,
     api_key: str | None = ApiKey,
@@ -79,13 +131,16 @@ def submit_backtest(
         "allow_short": allow_short,
         "model_operation_id": model_operation_id,
     }
+    params = _checked(BacktestParams, raw)
+    requirements = _requirements(gpu, min_memory_gb, min_cores, worker_type, require_label)
     _submit(
         backend_url,
         api_key,
         data_dir,
         operation_type="backtesting",
-        params=_checked(BacktestParams, raw),
+        params=params,
         priority=priority,
+        requirements=requirements,
         wait=wait,
     )
 
@@ -106,6 +161,11 @@ def submit_training(
     test_fraction: float = typer.Option(0.15, help="Share of samples, the most recent"),
     patience: int = typer.Option(5, help="Epochs without a better validation loss to stop"),
     priority: int = typer.Option(0, min=0, max=9, help="0 (lowest) to 9"),
+    gpu: str | None = Gpu,
+    min_memory_gb: str | None = MinMemoryGb,
+    min_cores: str | None = MinCores,
+    worker_type: str | None = WorkerType,
+    require_label: list[str] = RequireLabel,
     wait: bool = typer.Option(False, "--wait", help="Show progress, then the result"),
     backend_url: str | None = BackendUrl,
     api_key: str | None = ApiKey,
@@ -127,13 +187,16 @@ def submit_training(
         "test_fraction": test_fraction,
         "patience": patience,
     }
+    params = _checked(TrainingParams, raw)
+    requirements = _requirements(gpu, min_memory_gb, min_cores, worker_type, require_label)
     _submit(
         backend_url,
         api_key,
         data_dir,
         operation_type="training",
-        params=_checked(TrainingParams, raw),
+        params=params,
         priority=priority,
+        requirements=requirements,
         wait=wait,
     )
 
@@ -152,6 +215,48 @@ def _checked(model: type[BaseModel], raw: dict[str, object]) -> dict[str, object
         )
         fail("; ".join(problems), code=2)
     return checked
+
+
+def _requirements(
+    gpu: str | None,
+    min_memory_gb: str | None,
+    min_cores: str | None,
+    worker_type: str | None,
+    labels: list[str],
+) -> RequirementsModel | None:
+    """The requirement flags as the backend takes them (None: none given), or one line naming
+    the flag that is wrong."""
+    raw: dict[str, object] = {
+        name: value
+        for name, value in (
+            ("gpu", gpu),
+            ("min_memory_gb", min_memory_gb),
+            ("min_cores", min_cores),
+            ("worker_type", worker_type),
+        )
+        if value is not None
+    }
+    if labels:
+        try:
+            raw["labels"] = parse_labels(labels)
+        except ValueError as exc:
+            fail(f"--require-label: {exc}", code=2)
+    if not raw:
+        return None
+    if worker_type is not None and not worker_type.strip():
+        fail("--worker-type: must not be empty", code=2)
+    try:
+        requirements = RequirementsModel.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else ""
+            flag = REQUIREMENT_FLAGS.get(name, name)
+            problems.append(f"{flag} {raw.get(name)!r}: {error['msg']}")
+        fail("; ".join(problems), code=2)
+    if not math.isfinite(requirements.min_memory_gb):
+        fail(f"--min-memory-gb {min_memory_gb!r}: must be a finite number", code=2)
+    return requirements
 
 
 def _layer_sizes(text: str) -> list[str]:
@@ -176,9 +281,10 @@ async def _submit(
     params: dict[str, object],
     priority: int,
     wait: bool,
+    requirements: RequirementsModel | None = None,
     operation_type: str = "diagnostic",
 ) -> None:
-    op = await client.submit(operation_type, params, priority=priority)
+    op = await client.submit(operation_type, params, priority=priority, requirements=requirements)
     out.print(f"submitted [bold]{op.operation_id}[/bold] ({op.status})")
     if wait:
         final = await follow(client, op.operation_id)
@@ -218,6 +324,7 @@ def show(op: OperationView) -> None:
         ("worker", op.worker_id or "-"),
         ("attempt", str(op.attempt)),
         ("owner", op.owner),
+        ("requirements", _describe(op.requirements)),
         ("created", str(op.created_at)),
         ("started", str(op.started_at or "-")),
         ("finished", str(op.finished_at or "-")),
@@ -232,6 +339,21 @@ def show(op: OperationView) -> None:
             "[bold]result[/bold]", json.dumps(op.result) if op.result is not None else "-"
         )
     out.print(table)
+
+
+def _describe(requirements: RequirementsModel) -> str:
+    """The requirements that restrict placement, as the flags would give them; '-': none."""
+    parts = []
+    if requirements.gpu != "none":
+        parts.append(f"gpu {requirements.gpu}")
+    if requirements.min_memory_gb:
+        parts.append(f"min_memory_gb {requirements.min_memory_gb:g}")
+    if requirements.min_cores:
+        parts.append(f"min_cores {requirements.min_cores}")
+    if requirements.worker_type is not None:
+        parts.append(f"worker_type {requirements.worker_type}")
+    parts += [f"label {key}={value}" for key, value in sorted(requirements.labels.items())]
+    return ", ".join(parts) or "-"
 
 
 def _figure(value: object) -> str:

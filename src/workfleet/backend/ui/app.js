@@ -1,7 +1,13 @@
 // The dashboard: asks for a key once, then polls the API every 2 s until the key is refused.
 import { AuthError, apiKey, getJson } from "./api.js";
 import { setText, show } from "./dom.js";
-import { renderHistory, renderRunning, renderSummary, renderWorkers } from "./views.js";
+import {
+  renderHistory,
+  renderQueue,
+  renderRunning,
+  renderSummary,
+  renderWorkers,
+} from "./views.js";
 
 const POLL_MS = 2000;
 const RUNNING = "api/v1/operations?status=running&limit=200";
@@ -28,6 +34,7 @@ async function refresh(current) {
     return;
   }
   renderSummary(stats);
+  renderQueue(stats);
   renderWorkers(workers.items, stats.at);
   renderRunning(running.items, stats.at);
   renderHistory(history.items, stats.at);

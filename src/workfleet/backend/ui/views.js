@@ -36,6 +36,40 @@ export function renderSummary(stats) {
   );
 }
 
+// What waits now: per priority (highest first) and per submitter (most first, the rest summed),
+// each with a bar of its share of the whole queue.
+export function renderQueue(stats) {
+  setText("sum-placement", stats.placement);
+  const total = stats.queue_depth;
+  const empty = "Nothing is waiting.";
+  fill("queue-priority", empty, stats.queue_by_priority.map((d) =>
+    depthRow({ "data-priority": d.priority }, priorityLabel(d.priority), d.queued, total)));
+  const submitters = stats.queue_by_submitter.map((d) =>
+    depthRow({ "data-submitter": d.submitter }, d.submitter, d.queued, total));
+  if (stats.queue_other_submitters > 0) {
+    submitters.push(depthRow({ class: "others" }, "all others", stats.queue_other_submitters, total));
+  }
+  fill("queue-submitters", empty, submitters);
+}
+
+function priorityLabel(priority) {
+  if (priority === 9) {
+    return "9 (highest)";
+  }
+  return priority === 0 ? "0 (lowest)" : String(priority);
+}
+
+function depthRow(attrs, label, queued, total) {
+  const bar = el("progress", { max: Math.max(1, total), value: queued });
+  return el(
+    "tr",
+    attrs,
+    el("td", {}, label),
+    el("td", { class: "count" }, queued),
+    el("td", { class: "share", title: percent(total ? queued / total : 0) }, bar),
+  );
+}
+
 export function renderWorkers(workers, now) {
   fill("workers", "No worker is registered.", workers.map((w) => workerRow(w, now)));
 }
