@@ -250,6 +250,9 @@ class DispatchRequest(Request):
     operation_type: str
     params: dict[str, Any]
     lease: LeaseModel
+    # W3C trace context of this attempt's dispatch span (tracing on): the worker's spans for
+    # the operation continue it, batched or not
+    traceparent: str | None = Field(None, max_length=128)
 
 
 class DispatchAccepted(BaseModel):

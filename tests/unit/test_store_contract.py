@@ -111,6 +111,7 @@ def full_op() -> Operation:
         finished_at=at(30.000001),
         cancel_requested_at=at(20),
         trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
     )
 
 
@@ -756,6 +757,7 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_records(tmp_path: 
         conn.execute("DROP TABLE artifacts")  # what version 3 added
         conn.execute("DROP TABLE audit_records")  # what version 4 added (with its triggers)
         conn.execute("DROP TABLE audit_checkpoints")
+        conn.execute("ALTER TABLE operations DROP COLUMN traceparent")  # what version 5 added
         conn.execute("UPDATE schema_version SET version = 1")
     migrated = SqlStore(sqlite_url(path))
     await migrated.open()
@@ -772,6 +774,30 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_records(tmp_path: 
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             conn.execute("DELETE FROM audit_records")  # the migration made the triggers too
+
+
+async def test_a_version_4_database_gains_the_traceparent_column(tmp_path: Path) -> None:
+    """Version 5 stores each operation's traceparent: an operation recorded before keeps its
+    trace id and has no traceparent; new ones keep theirs."""
+    path = tmp_path / "v4.db"
+    first = SqlStore(sqlite_url(path))
+    await first.open()
+    await first.add_operation(replace(make_op("op_old"), trace_id="ab" * 16))
+    await first.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("ALTER TABLE operations DROP COLUMN traceparent")
+        conn.execute("UPDATE schema_version SET version = 4")
+    migrated = SqlStore(sqlite_url(path))
+    await migrated.open()
+    try:
+        old = await migrated.get_operation("op_old")
+        assert old is not None and (old.trace_id, old.traceparent) == ("ab" * 16, None)
+        await migrated.add_operation(full_op())
+        assert await migrated.get_operation("op_full") == full_op()
+    finally:
+        await migrated.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
 
 
 # ---- artifacts ----------------------------------------------------------------------------------

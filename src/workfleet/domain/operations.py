@@ -85,6 +85,8 @@ class Operation:
     finished_at: datetime | None = None
     cancel_requested_at: datetime | None = None
     trace_id: str | None = None
+    # W3C trace context of the submit span: every attempt, report and restart joins that trace
+    traceparent: str | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -36,6 +36,7 @@ def operation_row(op: Operation) -> dict[str, Any]:
         "finished_at": op.finished_at,
         "cancel_requested_at": op.cancel_requested_at,
         "trace_id": op.trace_id,
+        "traceparent": op.traceparent,
     }
 
 
@@ -65,6 +66,7 @@ def operation_from_row(row: Any) -> Operation:
         finished_at=row.finished_at,
         cancel_requested_at=row.cancel_requested_at,
         trace_id=row.trace_id,
+        traceparent=row.traceparent,
     )
 
 

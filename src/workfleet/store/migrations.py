@@ -23,8 +23,17 @@ def _add_audit(conn: sa.Connection) -> None:
     tables.audit_checkpoints.create(conn)
 
 
+def _add_traceparent(conn: sa.Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE operations ADD COLUMN traceparent VARCHAR(128)"))
+
+
 # STEPS[n] moves a database from version n to n + 1.
-STEPS: dict[int, Step] = {1: _add_datasets, 2: _add_artifacts, 3: _add_audit}
+STEPS: dict[int, Step] = {
+    1: _add_datasets,
+    2: _add_artifacts,
+    3: _add_audit,
+    4: _add_traceparent,
+}
 
 
 class SchemaTooNew(RuntimeError):

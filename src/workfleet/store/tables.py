@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class UtcDateTime(sa.types.TypeDecorator[datetime]):
@@ -65,6 +65,7 @@ operations = sa.Table(
     sa.Column("finished_at", UtcDateTime),
     sa.Column("cancel_requested_at", UtcDateTime),
     sa.Column("trace_id", sa.String(64)),
+    sa.Column("traceparent", sa.String(128)),
     sa.UniqueConstraint("owner", "idempotency_key", name="uq_operations_idempotency"),
     sa.Index("ix_operations_status", "status"),
     sa.Index("ix_operations_type", "operation_type"),
