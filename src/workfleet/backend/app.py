@@ -36,6 +36,7 @@ from workfleet.backend.routes import (
 from workfleet.backend.sessions import SessionHub
 from workfleet.domain.throttle import FailureThrottle
 from workfleet.domain.workers import LivenessPolicy
+from workfleet.observability import tracing
 from workfleet.observability.metrics import BackendMetrics
 from workfleet.operations.registry import load_operation_types
 from workfleet.request_ids import RequestIds
@@ -173,6 +174,7 @@ def create_app(
         app.include_router(router)
     map_domain_errors(app)
     app.add_middleware(RequestIds)
+    tracing.instrument_app(app)  # tracing on (OTEL_*, set up by the CLI): server spans
     return app
 
 

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from workfleet.domain.operations import Lease
 from workfleet.domain.workers import Worker
+from workfleet.observability import tracing
 from workfleet.protocol import (
     CancelRequest,
     DispatchAccepted,
@@ -84,6 +85,7 @@ class HttpWorkerGateway:
             trust_env=False,
             verify=verify,
         )
+        tracing.instrument_client(self._client)  # dispatch and cancel (health checks: quiet)
 
     def _as(self, worker: Worker) -> dict[str, str]:
         if self._trust_domain is None:
@@ -154,9 +156,10 @@ class HttpWorkerGateway:
         url = f"{worker.endpoint_url}/health"
         try:
             try:
-                response = await self._client.get(
-                    url, timeout=timeout_s, extensions=self._as(worker)
-                )
+                with tracing.quiet():  # every few seconds per worker: no trace of each
+                    response = await self._client.get(
+                        url, timeout=timeout_s, extensions=self._as(worker)
+                    )
             except STALE_CONNECTION:
                 # A pooled connection the worker's death (or restart) closed: ask again on a new
                 # one, whose fate (refused or not) is the real answer.

@@ -52,6 +52,7 @@ from workfleet.domain.placement import can_run_now, make_policy
 from workfleet.domain.reconcile import Reported, reconcile
 from workfleet.domain.runtime import RuntimeModel, size_hint
 from workfleet.domain.workers import Capabilities, LivenessPolicy, Load, Worker
+from workfleet.observability import tracing
 from workfleet.observability.metrics import BackendMetrics
 from workfleet.operations.registry import OperationType
 from workfleet.store.base import OperationQuery, Store
@@ -209,7 +210,21 @@ class Orchestrator:
         actor: str | None = None,
     ) -> tuple[Operation, bool]:
         """Accept an operation durably. Returns (operation, created). `actor`: who, for the
-        audit log (default: the owner)."""
+        audit log (default: the owner). Tracing on: in a `submit` span, whose traceparent the
+        operation keeps (its trace)."""
+        with tracing.span("submit", attributes={"operation_type": submission.operation_type}):
+            return await self._submit(
+                submission, owner=owner, idempotency_key=idempotency_key, actor=actor
+            )
+
+    async def _submit(
+        self,
+        submission: Submission,
+        *,
+        owner: str,
+        idempotency_key: str | None,
+        actor: str | None,
+    ) -> tuple[Operation, bool]:
         params = validated_params(submission, self.operation_types, self.workers.values())
         hashed = request_hash(submission, params)
         if idempotency_key is not None:
@@ -218,6 +233,7 @@ class Orchestrator:
                 return replayed(existing, hashed), False
         self._check_satisfiable(submission)
         self._check_room(owner, 1)
+        traceparent = tracing.current_traceparent()  # the submit span's (None: tracing off)
         op = Operation(
             operation_id=f"op_{secrets.token_hex(12)}",
             operation_type=submission.operation_type,
@@ -228,7 +244,10 @@ class Orchestrator:
             requirements=submission.requirements,
             idempotency_key=idempotency_key,
             request_hash=hashed,
+            traceparent=traceparent,
+            trace_id=tracing.trace_id_of(traceparent),
         )
+        tracing.annotate(operation_id=op.operation_id)
         if idempotency_key is not None:
             self._keys[(owner, idempotency_key)] = op.operation_id
         self.active[op.operation_id] = op
@@ -445,7 +464,15 @@ class Orchestrator:
             raise
         if op.status == "pending":
             self._count_dispatch(finished)
-        await self._finish(finished)
+        traced: tracing.Attributes = {
+            "operation_id": operation_id,
+            "attempt": lease.attempt,
+            "outcome": outcome,
+        }
+        with tracing.joined("complete", op.traceparent, traced) as span:
+            if error is not None:
+                tracing.set_error(span, f"{error.type}: {error.message}")
+            await self._finish(finished)
         return finished
 
     def check_lease(self, operation_id: str, lease: Lease) -> None:
@@ -770,14 +797,20 @@ class Orchestrator:
             lost.status,
             detail={"reason": reason, "worker_id": op.worker_id, "attempt": op.attempt},
         )
-        log.warning(
-            "operation_attempt_lost",
-            operation_id=op.operation_id,
-            reason=reason,
-            worker_id=op.worker_id,
-            attempt=op.attempt,
-            outcome=lost.status,
-        )
+        traced: tracing.Attributes = {
+            "operation_id": op.operation_id,
+            "attempt": op.attempt,
+            "reason": reason,
+        }
+        with tracing.joined("attempt_lost", op.traceparent, traced):
+            log.warning(
+                "operation_attempt_lost",
+                operation_id=op.operation_id,
+                reason=reason,
+                worker_id=op.worker_id,
+                attempt=op.attempt,
+                outcome=lost.status,
+            )
         if lost.is_terminal:
             self._finish(lost)
             return

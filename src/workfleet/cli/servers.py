@@ -8,6 +8,7 @@ import typer
 
 from workfleet.backend.app import create_app
 from workfleet.cli.common import fail, given, settings_or_exit
+from workfleet.observability import tracing
 from workfleet.observability.logging import configure_logging
 from workfleet.security.tls import ReloadingServerTls, check_files
 from workfleet.serving import AppServer, bound_port, server_config
@@ -197,6 +198,7 @@ def backend(
         settings_or_exit(lambda: check_files(settings.tls_paths("backend")))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(json=settings.log_format == "json", level=settings.log_level)
+    settings_or_exit(lambda: tracing.configure("workfleet-backend"))  # on only by OTEL_*
     _warn_if_open(settings.auth_mode)
     asyncio.run(serve_backend(settings))
 
@@ -278,6 +280,8 @@ def worker(
         settings_or_exit(lambda: enroll_if_needed(settings))
         settings_or_exit(lambda: check_files(own_paths(settings)))
     configure_logging(json=settings.log_format == "json", level=settings.log_level)
+    worker_id = settings.resolved_worker_id()
+    settings_or_exit(lambda: tracing.configure("workfleet-worker", instance_id=worker_id))
     _warn_if_open(settings.auth_mode)
     asyncio.run(serve_worker(settings))
 

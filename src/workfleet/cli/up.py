@@ -19,6 +19,7 @@ from workfleet.backend.orchestrator import utc_now
 from workfleet.cli.common import ADMIN_KEY_FILE, BACKEND_URL_FILE, out, run, settings_or_exit
 from workfleet.cli.servers import serve_backend
 from workfleet.client import Client
+from workfleet.observability import tracing
 from workfleet.observability.logging import configure_logging
 from workfleet.security.identity import Identity
 from workfleet.security.pki import (
@@ -78,6 +79,7 @@ def up(
     scheme = "https" if auth_mode == "mtls" else "http"
     (data / BACKEND_URL_FILE).write_text(f"{scheme}://127.0.0.1:{port}\n")
     configure_logging(json=False, level="WARNING")
+    settings_or_exit(lambda: tracing.configure("workfleet-backend"))  # on only by OTEL_*
     asyncio.run(_up(settings, token, admin_key, demo=demo, once=once))
 
 
