@@ -9,6 +9,7 @@ from collections.abc import Callable
 import httpx
 import structlog
 
+from workfleet.observability import tracing
 from workfleet.protocol import RegistrationAccepted, RunningOperation, WorkerRegistration
 
 log = structlog.get_logger(__name__)
@@ -78,13 +79,14 @@ class Agent:
     async def _hold_session(self) -> None:
         worker_id = self._registration().worker_id
         timeout = httpx.Timeout(10.0, read=None)  # held open for as long as both sides live
-        async with self._client.stream(
-            "GET", f"/api/v1/workers/{worker_id}/session", timeout=timeout
-        ) as response:
-            if response.status_code == 404:
-                log.info("backend_forgot_worker", worker_id=worker_id)
-                return
-            await response.aread()
+        with tracing.quiet():  # no span open for the worker's lifetime
+            async with self._client.stream(
+                "GET", f"/api/v1/workers/{worker_id}/session", timeout=timeout
+            ) as response:
+                if response.status_code == 404:
+                    log.info("backend_forgot_worker", worker_id=worker_id)
+                    return
+                await response.aread()
 
     async def deregister(self, worker_id: str) -> None:
         response = await self._client.delete(f"/api/v1/workers/{worker_id}")

@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from workfleet import __version__
 from workfleet.api_errors import STATUS_OF, map_domain_errors
 from workfleet.domain.errors import Forbidden, Unauthenticated, WorkfleetError
+from workfleet.observability import tracing
 from workfleet.observability.metrics import CONTENT_TYPE, WorkerMetrics
 from workfleet.operations.registry import OperationType, load_operation_types, types_for_worker
 from workfleet.protocol import (
@@ -164,6 +165,7 @@ def backend_client(settings: WorkerSettings) -> tuple[httpx.AsyncClient, ssl.SSL
         timeout=10.0,
         verify=tls if tls is not None else True,
     )
+    tracing.instrument_client(client)  # tracing on: reports and fetches carry the traceparent
     return client, tls
 
 
@@ -277,6 +279,7 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
     app.include_router(scraped)
     app.include_router(public)
     map_domain_errors(app)
+    tracing.instrument_app(app)  # tracing on (OTEL_*, set up by the CLI): server spans
     return app
 
 

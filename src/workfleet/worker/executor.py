@@ -2,7 +2,11 @@
 
 It is started once per slot and reused, so an operation starts in microseconds rather than
 paying for a new interpreter; a crash or a kill costs only this process, which the worker
-replaces. Messages to the worker: ("started", id, ts), ("progress", id, dict),
+replaces. Tracing on in the worker: each operation runs in a `run` span, a child of the
+traceparent its "run" message carries, exported from here once it ends (this process may be
+killed at any time, so it does not wait for a batch). Messages from the worker:
+("run", id, type, params, traceparent_or_None), ("cancel", id), ("reply", ...).
+Messages to the worker: ("started", id, ts), ("progress", id, dict),
 ("artifact", id, name, path), ("request", id, request_id, kind, args) answered by
 ("reply", request_id, path_or_None, error_or_None), and
 ("finished", id, outcome, result, error_or_None, progress).
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from workfleet.domain.artifacts import CHECKPOINT_ARTIFACT
+from workfleet.observability import tracing
 from workfleet.operations.context import Cancelled
 from workfleet.operations.registry import load_operation_types, runner_of
 
@@ -126,8 +131,12 @@ class _Context:
             raise Cancelled()
 
 
-def executor_main(conn: Connection, speed: float = 1.0) -> None:
+def executor_main(
+    conn: Connection, speed: float = 1.0, trace_setup: dict[str, str] | None = None
+) -> None:
     _die_with_parent()
+    if trace_setup is not None:
+        tracing.configure_child(trace_setup)
     types = load_operation_types()
     cancel = threading.Event()
     jobs: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -154,15 +163,22 @@ def executor_main(conn: Connection, speed: float = 1.0) -> None:
 
     threading.Thread(target=receive, name="executor-receiver", daemon=True).start()
     while True:
-        _, operation_id, operation_type, params = jobs.get()
+        _, operation_id, operation_type, params, traceparent = jobs.get()
         cancel.clear()
         current[0] = operation_id
-        send(("started", operation_id, time.time()))
-        outcome, result, error, progress = _run(
-            types, operation_type, params, _Context(operation_id, send, cancel, replies, speed)
-        )
+        traced = {"operation_id": operation_id, "operation_type": operation_type}
+        with tracing.joined("run", traceparent, traced) as span:
+            send(("started", operation_id, time.time()))
+            outcome, result, error, progress = _run(
+                types, operation_type, params, _Context(operation_id, send, cancel, replies, speed)
+            )
+            tracing.annotate(outcome=outcome)
+            if error is not None:
+                tracing.set_error(span, error["message"])
         current[0] = None
         send(("finished", operation_id, outcome, result, error, progress))
+        if span is not None:
+            tracing.flush()  # after the outcome is on its way: it never waits for the export
 
 
 def _run(types: Any, operation_type: str, params: Any, ctx: _Context) -> tuple[Any, ...]:

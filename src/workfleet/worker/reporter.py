@@ -2,12 +2,17 @@
 operation) and final results (retried with backoff and buffered while the backend is
 unreachable, so no result is lost while this process lives). One sender sends everything that
 is due in one request, so a busy worker reports many results per round trip. A 409 for an
-operation means our lease is stale: its work is abandoned."""
+operation means our lease is stale: its work is abandoned.
+
+Tracing on: a request carrying a result, or an attempt's first progress, is traced in that
+operation's trace (in a `report` trace linked to each when it carries several); the periodic
+progress in between is sent explicitly unsampled, so hours of progress do not flood a trace."""
 
 import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +21,7 @@ import httpx
 import structlog
 
 from workfleet.domain.operations import Lease
+from workfleet.observability import tracing
 from workfleet.protocol import (
     ErrorView,
     LeaseModel,
@@ -39,6 +45,8 @@ class _Report:
     final: ReportItem | None = None
     abandoned: bool = False
     last_sent: float = field(default_factory=time.monotonic)
+    trace: tracing.Span | None = None  # the attempt's span on this worker (tracing on)
+    traced: bool = False  # a progress report of it has been sent in its trace
 
 
 class Reporter:
@@ -63,8 +71,8 @@ class Reporter:
     def start(self) -> None:
         self._sender = asyncio.create_task(self._send_forever())
 
-    def track(self, operation_id: str, lease: Lease) -> None:
-        self._reports[operation_id] = _Report(lease=lease)
+    def track(self, operation_id: str, lease: Lease, trace: tracing.Span | None = None) -> None:
+        self._reports[operation_id] = _Report(lease=lease, trace=trace)
         self._idle.clear()
 
     def started(self, operation_id: str, started_at: float) -> None:
@@ -182,9 +190,10 @@ class Reporter:
     async def _post(self, batch: list[ReportItem]) -> ReportResults | None:
         body = ReportBatch(reports=batch).model_dump_json()
         try:
-            response = await self._client.post(
-                self._path, content=body, headers={"Content-Type": "application/json"}
-            )
+            with self._trace(batch):
+                response = await self._client.post(
+                    self._path, content=body, headers={"Content-Type": "application/json"}
+                )
         except httpx.HTTPError:
             return None
         if response.status_code in (401, 403):
@@ -192,6 +201,22 @@ class Reporter:
         if not response.is_success:
             return None
         return ReportResults.model_validate_json(response.content)
+
+    def _trace(self, batch: list[ReportItem]) -> AbstractContextManager[object]:
+        if not tracing.enabled():
+            return contextlib.nullcontext()
+        spans: list[tracing.Span | None] = []
+        for item in batch:
+            report = self._reports.get(item.operation_id)
+            if report is not None and (item.outcome is not None or not report.traced):
+                report.traced = True
+                spans.append(report.trace)
+        if len(batch) > 1:
+            return tracing.linked("report", spans) if any(spans) else tracing.unsampled()
+        if spans:
+            return tracing.activate(spans[0])
+        report = self._reports.get(batch[0].operation_id)
+        return tracing.unsampled(report.trace if report is not None else None)
 
     def _settle(self, batch: list[ReportItem], results: ReportResults) -> None:
         status_of = {r.operation_id: r.status for r in results.results}

@@ -19,6 +19,7 @@ import structlog
 from pydantic_core import PydanticSerializationError
 
 from workfleet.domain.operations import Lease
+from workfleet.observability import tracing
 from workfleet.protocol import Progress
 from workfleet.worker.executor import executor_main
 
@@ -42,6 +43,7 @@ class Job:
     # the latest upload of each artifact name: each waits for the one before it of that name,
     # so a later checkpoint can never be overwritten by an earlier one that was retried
     uploads: dict[str, "asyncio.Task[None]"] = field(default_factory=dict)
+    trace: tracing.Span | None = None  # its `execute` span (tracing on), ended with the job
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,7 @@ class _Executor:
         parent, child = _MP.Pipe()
         self.conn: Connection = parent
         self.process: BaseProcess = _MP.Process(
-            target=executor_main, args=(child, speed), daemon=True
+            target=executor_main, args=(child, speed, tracing.child_setup()), daemon=True
         )
         self.process.start()
         child.close()
@@ -127,7 +129,9 @@ class Runner:
         self._spawning: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        _MP.set_forkserver_preload(["workfleet.worker.executor", *self._preload])
+        _MP.set_forkserver_preload(
+            ["workfleet.worker.executor", *self._preload, *tracing.preload_modules()]
+        )
         for _ in range(self.slots):
             await self._spawn()
 
@@ -203,7 +207,8 @@ class Runner:
 
     def _start_on(self, executor: _Executor, job: Job) -> None:
         executor.job = job
-        executor.send(("run", job.operation_id, job.operation_type, job.params))
+        traceparent = tracing.traceparent_of(job.trace)  # the executor's `run` span continues it
+        executor.send(("run", job.operation_id, job.operation_type, job.params, traceparent))
 
     @property
     def broken(self) -> str | None:
@@ -232,6 +237,10 @@ class Runner:
         job = executor.job
         if job is None or message[1] != job.operation_id:
             return
+        with tracing.activate(job.trace):  # what it causes (uploads, fetches, logs) in its trace
+            self._handle(executor, job, message)
+
+    def _handle(self, executor: _Executor, job: Job, message: tuple[Any, ...]) -> None:
         if message[0] == "started":
             job.started_at = message[2]
             self._emit(JobEvent("started", job))
@@ -307,6 +316,8 @@ class Runner:
             self._start_on(executor, waiting)
 
     def _finish(self, job: Job, outcome: str, result: Any, error: dict[str, Any] | None) -> None:
+        failed = f"{error.get('type')}: {error.get('message')}" if error else None
+        tracing.end(job.trace, error=failed, outcome=outcome)
         self.jobs.pop(job.operation_id, None)
         if not self.jobs:
             self._idle.set()
@@ -315,7 +326,8 @@ class Runner:
 
     def _emit(self, event: JobEvent) -> None:
         try:
-            self._on_event(event)
+            with tracing.activate(event.job.trace):  # the handlers' log lines in its trace
+                self._on_event(event)
         except Exception:
             log.exception("job_event_handler_failed", operation_id=event.job.operation_id)
 

@@ -11,6 +11,7 @@ import structlog
 
 from workfleet.domain.errors import Conflict, InvalidRequest, NotFound
 from workfleet.domain.operations import Lease
+from workfleet.observability import tracing
 from workfleet.operations.registry import OperationType
 from workfleet.protocol import (
     CapabilitiesModel,
@@ -76,9 +77,20 @@ class WorkerService:
             raise Conflict(f"no free slot ({self.runner.slots} in use)")
         self.accepted_seq += 1
         assert self.reporter is not None
-        self.reporter.track(request.operation_id, lease)
-        self.runner.run(Job(request.operation_id, request.operation_type, request.params, lease))
-        log.info("operation_accepted", operation_id=request.operation_id, attempt=lease.attempt)
+        job = Job(request.operation_id, request.operation_type, request.params, lease)
+        job.trace = tracing.start(  # this attempt here, from acceptance to its end
+            "execute",
+            parent=request.traceparent,
+            attributes={
+                "operation_id": request.operation_id,
+                "worker_id": self.identity.worker_id,
+                "attempt": lease.attempt,
+            },
+        )
+        self.reporter.track(request.operation_id, lease, trace=job.trace)
+        self.runner.run(job)
+        with tracing.activate(job.trace):
+            log.info("operation_accepted", operation_id=request.operation_id, attempt=lease.attempt)
         return DispatchAccepted(operation_id=request.operation_id, accepted_seq=self.accepted_seq)
 
     def cancel(self, operation_id: str, lease: LeaseModel | None) -> None:
