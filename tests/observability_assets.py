@@ -132,92 +132,9 @@ class Gap:
         return frozenset(re.findall(r'(\w+)!=""', self.selector))
 
 
-GAPS: tuple[Gap, ...] = (
-    # worker /metrics
-    Gap(
-        'workfleet_worker_operations_in_progress{operation_type!=""}',
-        "the worker's in-progress gauge has no operation_type label",
-        label_only=True,
-    ),
-    Gap("workfleet_worker_max_concurrent_operations", "workers do not export their slot count"),
-    Gap(
-        'workfleet_worker_operation_last_progress_timestamp_seconds{operation_type!=""}',
-        "workers do not export the time of their last progress report (stall detection)",
-    ),
-    Gap(
-        'workfleet_worker_operation_errors_total{operation_type!="", error_type!=""}',
-        "workers do not count failures by error type",
-    ),
-    Gap(
-        'workfleet_worker_callback_failures_total{callback!=""}',
-        "workers do not count failed reports to the backend by callback (zero-initialised)",
-    ),
-    Gap(
-        'process_resident_memory_bytes{job="workfleet-workers"}',
-        "the worker's registry has no process collector (no process_* series)",
-    ),
-    # backend /metrics
-    Gap(
-        'workfleet_registry_worker_state{worker_id!="", worker_type!="", state!=""}',
-        "the backend does not export each worker's state",
-    ),
-    Gap(
-        'workfleet_worker_last_seen_timestamp_seconds{worker_id!="", worker_type!=""}',
-        "the backend does not export when it last saw each worker healthy",
-    ),
-    Gap(
-        'workfleet_operations_dispatched_total{worker_type!=""}',
-        "the dispatch counter has no worker_type label",
-        label_only=True,
-    ),
-    Gap(
-        'workfleet_operation_dispatch_failures_total{operation_type!="", reason!=""}',
-        "the dispatch failure counter has no operation_type label and no series before the"
-        " first failure (zero-initialise every reason)",
-    ),
-    Gap(
-        'workfleet_operations_pending{operation_type!=""}',
-        "the backend does not export pending operations by operation_type",
-    ),
-    Gap(
-        'workfleet_operations_running{operation_type!=""}',
-        "the backend does not export running operations by operation_type",
-    ),
-    Gap(
-        'workfleet_operation_duration_seconds_bucket{operation_type!="", status!=""}',
-        "the backend does not export end-to-end operation durations",
-    ),
-    Gap(
-        'workfleet_worker_registrations_total{worker_type!=""}',
-        "the backend does not count registrations by worker_type",
-    ),
-    Gap(
-        'workfleet_worker_deregistrations_total{worker_type!="", reason!=""}',
-        "the backend does not count removals by worker_type and reason (zero-initialised)",
-    ),
-    Gap(
-        'workfleet_worker_health_checks_total{worker_type!=""}',
-        "the health check counter has no worker_type label",
-        label_only=True,
-    ),
-    Gap(
-        'workfleet_http_requests_total{method!="", route!="", code!=""}',
-        "no HTTP request counter by method, route template and code",
-    ),
-    Gap(
-        'workfleet_http_request_duration_seconds_bucket{route!=""}',
-        "no HTTP request duration histogram by route template",
-    ),
-    # mtls mode only: a token-mode cluster cannot show these even once they exist
-    Gap(
-        'workfleet_tls_certificate_not_after_timestamp_seconds{certificate!=""}',
-        "no certificate expiry metric (mtls mode only)",
-    ),
-    Gap(
-        'workfleet_tls_certificate_not_before_timestamp_seconds{certificate!=""}',
-        "no certificate issue time metric (mtls mode only)",
-    ),
-)
+GAPS: tuple[Gap, ...] = ()  # every metric of the catalogue is exported (issue 5)
+# Exported in mtls mode only: the token-mode live test skips what needs them, and
+# tests/integration/test_metrics_catalogue.py scrapes them from an mtls backend and worker.
 MTLS_ONLY: frozenset[str] = frozenset(
     {
         "workfleet_tls_certificate_not_after_timestamp_seconds",

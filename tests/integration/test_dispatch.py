@@ -192,7 +192,8 @@ async def test_a_failed_dispatch_is_retried_on_another_worker(cluster: Cluster) 
         metrics = await client.metrics()
     assert done.status == "completed" and done.worker_id == "real"
     assert ghost_view.status == "temporarily_unavailable"
-    assert 'workfleet_operation_dispatch_failures_total{reason="unreachable"} 1.0' in metrics
+    unreachable = 'operation_type="diagnostic",reason="unreachable"'
+    assert f"workfleet_operation_dispatch_failures_total{{{unreachable}}} 1.0" in metrics
 
 
 async def test_a_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:

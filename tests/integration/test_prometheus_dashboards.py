@@ -13,8 +13,9 @@ exports zeros too, but by submitter only the submitters with something waiting.
 
 What the code does not export yet (tests/observability_assets.py GAPS) is xfail(strict) with
 the selector in the reason: when it lands, the case passes, XPASS(strict) fails the run, and the
-GAPS entry must go. Until the backend serves HTTP service discovery, Prometheus scrapes the
-workers from static targets carrying the same worker_id/worker_type labels.
+GAPS entry must go. Prometheus finds the workers through the backend's HTTP service discovery.
+The certificate metrics (MTLS_ONLY) exist in mtls mode only, which this token-mode cluster does
+not run: tests/integration/test_metrics_catalogue.py scrapes them from an mtls cluster.
 """
 
 import asyncio
@@ -280,19 +281,23 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 # Cases, with what the code does not export yet marked
 
 
-def _gap_marks(gaps: list[Gap]) -> list[pytest.MarkDecorator]:
+def _gap_marks(gaps: list[Gap], names: set[str]) -> list[pytest.MarkDecorator]:
+    if names & MTLS_ONLY:
+        mtls = ", ".join(sorted(names & MTLS_ONLY))
+        return [pytest.mark.skip(reason=f"mtls mode only, this cluster runs token mode: {mtls}")]
     if not gaps:
         return []
     reason = "; ".join(f"{gap.selector}: {gap.why}" for gap in gaps)
-    if any(gap.metric in MTLS_ONLY for gap in gaps):
-        return [pytest.mark.skip(reason=f"mtls mode only, this cluster runs token mode ({reason})")]
     return [
         pytest.mark.xfail(strict=True, raises=AssertionError, reason=f"not exported yet: {reason}")
     ]
 
 
 def _query_cases() -> list[Any]:
-    return [pytest.param(q, id=q.case_id, marks=_gap_marks(q.gaps())) for q in panel_queries()]
+    return [
+        pytest.param(q, id=q.case_id, marks=_gap_marks(q.gaps(), needed_metrics(q.expr)))
+        for q in panel_queries()
+    ]
 
 
 def _series_cases() -> list[Any]:
@@ -306,7 +311,8 @@ def _series_cases() -> list[Any]:
             for gap in GAPS
             if gap.selector == selector or (gap.metric == selector and not gap.label_only)
         ]
-        cases.append(pytest.param(selector, id=selector, marks=_gap_marks(gaps)))
+        metric = {selector.split("{", 1)[0]}
+        cases.append(pytest.param(selector, id=selector, marks=_gap_marks(gaps, metric)))
     return cases
 
 
@@ -325,11 +331,6 @@ def test_prometheus_scrapes_the_backend_and_every_worker_with_its_labels(live: L
     assert workers == {worker_id: kind for worker_id, (kind, _) in WORKERS.items()}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=f"the backend does not serve {SD_PATH} yet: Prometheus scrapes static targets",
-)
 def test_prometheus_finds_the_workers_through_the_backends_service_discovery(
     live: Live,
 ) -> None:

@@ -548,7 +548,8 @@ async def test_an_accepted_dispatch_makes_the_operation_running(rig: Rig) -> Non
 async def test_an_accepted_dispatch_is_counted(rig: Rig) -> None:
     await rig.register()
     await rig.running_on("w1")
-    assert rig.sample("workfleet_operations_dispatched_total", operation_type="diagnostic") == 1
+    dispatched = {"operation_type": "diagnostic", "worker_type": "cpu"}
+    assert rig.sample("workfleet_operations_dispatched_total", **dispatched) == 1
 
 
 async def test_a_refused_dispatch_frees_the_slot_and_requeues_without_a_loss(rig: Rig) -> None:
@@ -1000,7 +1001,7 @@ async def test_a_health_report_with_healthy_false_counts_as_a_failure(rig: Rig) 
     await rig.check_health("w1")
     assert (
         rig.orch.workers["w1"].consecutive_failures,
-        rig.sample("workfleet_worker_health_checks_total", result="failure"),
+        rig.sample("workfleet_worker_health_checks_total", worker_type="cpu", result="failure"),
     ) == (1, 1)
 
 

@@ -37,6 +37,7 @@ from workfleet.backend.sessions import SessionHub
 from workfleet.domain.throttle import FailureThrottle
 from workfleet.domain.workers import LivenessPolicy
 from workfleet.observability import tracing
+from workfleet.observability.http import HttpObservability
 from workfleet.observability.metrics import BackendMetrics
 from workfleet.operations.registry import load_operation_types
 from workfleet.request_ids import RequestIds
@@ -67,6 +68,8 @@ def create_app(
         trust_domain=settings.trust_domain,
     )
     metrics = BackendMetrics()
+    if tls is not None:
+        metrics.watch_certificates(tls)
     config = OrchestratorConfig(
         liveness=LivenessPolicy(settings.health_failure_threshold, settings.worker_removal_s),
         max_losses=settings.max_losses,
@@ -173,6 +176,8 @@ def create_app(
     ):
         app.include_router(router)
     map_domain_errors(app)
+    # inside RequestIds: its access lines carry the request id
+    app.add_middleware(HttpObservability, observe=metrics.http_request)
     app.add_middleware(RequestIds)
     tracing.instrument_app(app)  # tracing on (OTEL_*, set up by the CLI): server spans
     return app

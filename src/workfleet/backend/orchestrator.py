@@ -165,6 +165,10 @@ class Orchestrator:
         self.on_worker_removed: Callable[[str], None] = lambda worker_id: None
         metrics.watch_workers(lambda: list(self.workers.values()))
         metrics.watch_queue(self.queue.depths)
+        metrics.watch_operations(lambda: list(self.active.values()))
+        metrics.known_types(
+            operation_types, {kind for t in operation_types.values() for kind in t.worker_types}
+        )
         metrics.placement_policy(config.placement)
 
     # ---- start and stop -----------------------------------------------------------------------
@@ -504,6 +508,8 @@ class Orchestrator:
             reserved=existing.reserved if existing else frozenset(),
         )
         self.workers[reg.worker_id] = worker
+        if new_instance:
+            self.metrics.registrations.labels(reg.worker_type).inc()
         stop = self._reconcile(
             reg.worker_id, reg.running, reg.accepted_seq, same_instance=not new_instance
         )
@@ -530,6 +536,7 @@ class Orchestrator:
         worker = self._worker(worker_id)
         self._lose_worker_operations(worker, "worker_deregistered", count_loss=False)
         del self.workers[worker_id]
+        self.metrics.deregistrations.labels(worker.worker_type, "deregistered").inc()
         await self.store.delete_worker(worker_id)
         self.audit.note("system", "worker.deregister", f"worker:{worker_id}", "removed")
         log.info("worker_deregistered", worker_id=worker_id)
@@ -555,10 +562,10 @@ class Orchestrator:
             return
         now = self.clock()
         if report is None or not report.healthy or report.worker_id != worker_id:
-            self.metrics.health_checks.labels("failure").inc()
+            self.metrics.health_checks.labels(worker.worker_type, "failure").inc()
             self._set_worker(workers_domain.health_failed(worker, self.config.liveness, at=now))
             return
-        self.metrics.health_checks.labels("success").inc()
+        self.metrics.health_checks.labels(worker.worker_type, "success").inc()
         self._set_worker(workers_domain.health_succeeded(worker, load=report.load, at=now))
         same_instance = report.instance_id == worker.instance_id
         stop = self._reconcile(
@@ -585,6 +592,7 @@ class Orchestrator:
         for worker in expired:
             self._lose_worker_operations(worker, "worker_removed", count_loss=True)
             del self.workers[worker.worker_id]
+            self.metrics.deregistrations.labels(worker.worker_type, "removed").inc()
             self._refused_until.pop(worker.worker_id, None)
             await self.store.delete_worker(worker.worker_id)
             self.on_worker_removed(worker.worker_id)
@@ -677,7 +685,7 @@ class Orchestrator:
         op = self.active.get(operation_id)
         if op is None or op.lease != lease or op.status != "pending":
             return  # gone, superseded, or already confirmed running by the worker's own report
-        self.metrics.dispatch_failures.labels(reason).inc()
+        self.metrics.dispatch_failures.labels(op.operation_type, reason).inc()
         worker_id = op.worker_id or ""
         if reason == "refused":  # our view of it is stale (full, draining): leave it alone a bit
             self._refused_until[worker_id] = self.monotonic() + REFUSAL_COOLDOWN_S
@@ -851,7 +859,7 @@ class Orchestrator:
     async def _finished(self, op: Operation, persisted: "asyncio.Task[None]") -> None:
         await persisted
         self._finished_mono.append(self.monotonic())
-        self.metrics.completed.labels(op.operation_type, op.status).inc()
+        self.metrics.finished(op)  # counted, and timed from submit
         log.info(
             "operation_finished",
             operation_id=op.operation_id,
@@ -925,7 +933,9 @@ class Orchestrator:
         self.runtime.observe(op.operation_type, op.worker_id, size, seconds)
 
     def _count_dispatch(self, op: Operation) -> None:
-        self.metrics.dispatched.labels(op.operation_type).inc()
+        worker = self.workers.get(op.worker_id or "")
+        worker_type = worker.worker_type if worker is not None else "unknown"
+        self.metrics.dispatched.labels(op.operation_type, worker_type).inc()
         if op.dispatched_at is not None:
             wait = (op.dispatched_at - op.created_at).total_seconds()
             self.metrics.queue_wait.labels(op.operation_type, str(op.priority)).observe(

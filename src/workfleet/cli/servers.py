@@ -2,9 +2,11 @@
 
 import asyncio
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
+from fastapi import FastAPI
 
 from workfleet.backend.app import create_app
 from workfleet.cli.common import fail, given, settings_or_exit
@@ -31,7 +33,12 @@ async def serve_backend(
 ) -> None:
     app = create_app(settings)
     # clients may come with an API key and no certificate; workers prove their identity
-    tls = _server_tls(settings, settings.tls_paths("backend"), require_client_cert=False)
+    tls = _server_tls(
+        settings,
+        settings.tls_paths("backend"),
+        require_client_cert=False,
+        on_failure=_reload_failure_counter(app),
+    )
 
     async def release_sessions() -> None:
         app.state.sessions.close()
@@ -59,7 +66,12 @@ async def serve_backend(
 
 async def serve_worker(settings: WorkerSettings) -> None:
     app = create_worker_app(settings)
-    tls = _server_tls(settings, own_paths(settings), require_client_cert=True)
+    tls = _server_tls(
+        settings,
+        own_paths(settings),
+        require_client_cert=True,
+        on_failure=_reload_failure_counter(app),
+    )
     server = AppServer(
         server_config(
             app,
@@ -103,13 +115,25 @@ def _default_url(scheme: str, host: str, port: int) -> str:
 
 
 def _server_tls(
-    settings: BackendSettings | WorkerSettings, paths: TlsPaths, *, require_client_cert: bool
+    settings: BackendSettings | WorkerSettings,
+    paths: TlsPaths,
+    *,
+    require_client_cert: bool,
+    on_failure: Callable[[], None] | None = None,
 ) -> ReloadingServerTls | None:
     if settings.auth_mode != "mtls":
         return None
     return settings_or_exit(
-        lambda: ReloadingServerTls(paths, require_client_cert=require_client_cert)
+        lambda: ReloadingServerTls(
+            paths, require_client_cert=require_client_cert, on_reload_failure=on_failure
+        )
     )
+
+
+def _reload_failure_counter(app: FastAPI) -> Callable[[], None] | None:
+    """mtls: workfleet_tls_reload_failures_total of the app's metrics counts failed reloads."""
+    counter = getattr(app.state.metrics, "tls_reload_failures", None)
+    return counter.inc if counter is not None else None
 
 
 _watchers: set["asyncio.Task[None]"] = set()

@@ -29,8 +29,11 @@ class Agent:
         registration: Callable[[], WorkerRegistration],
         on_stop_operations: Callable[[list[RunningOperation]], None],
         backoff_max_s: float,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_failure(call)`: a call to the backend failed, "register" or "session"."""
         self._client = client
+        self._on_failure = on_failure or (lambda _call: None)
         self._registration = registration
         self._on_stop_operations = on_stop_operations
         self._backoff_max_s = backoff_max_s
@@ -39,12 +42,15 @@ class Agent:
     async def run(self) -> None:
         backoff = INITIAL_BACKOFF_S
         while True:
+            call = "register"
             try:
                 await self.register()
                 backoff = INITIAL_BACKOFF_S
+                call = "session"
                 await self._hold_session()
             except httpx.HTTPError as exc:
-                log.info("backend_unreachable", error=f"{type(exc).__name__}: {exc}")
+                self._on_failure(call)
+                log.info("backend_unreachable", call=call, error=f"{type(exc).__name__}: {exc}")
             self.registered.clear()
             await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, self._backoff_max_s)

@@ -21,7 +21,8 @@ from workfleet import __version__
 from workfleet.api_errors import STATUS_OF, map_domain_errors
 from workfleet.domain.errors import Forbidden, Unauthenticated, WorkfleetError
 from workfleet.observability import tracing
-from workfleet.observability.metrics import CONTENT_TYPE, WorkerMetrics
+from workfleet.observability.http import HttpObservability
+from workfleet.observability.metrics import WorkerMetrics, exposition
 from workfleet.operations.registry import OperationType, load_operation_types, types_for_worker
 from workfleet.protocol import (
     CancelRequest,
@@ -128,7 +129,8 @@ async def health(service: Service) -> WorkerHealth:
 @scraped.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     worker_metrics: WorkerMetrics = request.app.state.metrics
-    return Response(worker_metrics.render(), media_type=CONTENT_TYPE)
+    body, content_type = exposition(worker_metrics.registry, request.headers.get("accept", ""))
+    return Response(body, media_type=content_type)
 
 
 @public.get("/livez")
@@ -214,7 +216,15 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
         speed=settings.speed,
     )
     service = WorkerService(identity_from(settings, sorted(offered)), runner, offered)
-    worker_metrics = WorkerMetrics(service.state, service.cpu_ratio, service.memory_ratio)
+    worker_metrics = WorkerMetrics(
+        service.state,
+        service.cpu_ratio,
+        service.memory_ratio,
+        operation_types=offered,
+        slots=settings.slots,
+    )
+    if settings.auth_mode == "mtls":
+        worker_metrics.watch_certificates(own_paths(settings))
     if settings.execution_log is not None:
         service.execution_log = ExecutionLog(settings.execution_log, service.identity.worker_id)
     endpoint_ready = asyncio.Event()
@@ -232,6 +242,7 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
             service.identity.worker_id,
             progress_interval_s=settings.progress_report_interval_s,
             on_stale=service.abandon,
+            on_failure=lambda: worker_metrics.callback_failed("report"),
         )
         service.reporter.start()
         agent = Agent(
@@ -239,6 +250,7 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
             registration=service.registration,
             on_stop_operations=service.stop_operations,
             backoff_max_s=settings.register_backoff_max_s,
+            on_failure=worker_metrics.callback_failed,
         )
         app.state.agent = agent
         app.state.dataset_cache = DatasetCache(client, settings.data_dir / "cache" / "datasets")
@@ -279,6 +291,7 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
     app.include_router(scraped)
     app.include_router(public)
     map_domain_errors(app)
+    app.add_middleware(HttpObservability)  # the access log (the backend counts requests)
     tracing.instrument_app(app)  # tracing on (OTEL_*, set up by the CLI): server spans
     return app
 
@@ -286,14 +299,12 @@ def create_worker_app(settings: WorkerSettings) -> FastAPI:
 def _count(metrics: WorkerMetrics, event: JobEvent) -> None:
     job = event.job
     if event.kind == "started":
-        metrics.in_progress.inc()
+        metrics.started(job.operation_type)
+    elif event.kind == "progress":
+        metrics.progressed(job.operation_type)
     elif event.kind == "finished":
-        if job.started_at is not None:
-            metrics.in_progress.dec()
-            metrics.duration.labels(job.operation_type).observe(
-                max(0.0, time.time() - job.started_at)
-            )
-        metrics.operations.labels(job.operation_type, event.outcome or "failed").inc()
+        seconds = None if job.started_at is None else time.time() - job.started_at
+        metrics.finished(job.operation_type, event.outcome or "failed", seconds, event.error)
 
 
 async def drain(app: FastAPI, grace_s: float) -> None:
@@ -306,15 +317,20 @@ async def drain(app: FastAPI, grace_s: float) -> None:
     log.info("worker_draining", worker_id=worker_id, running=len(service.runner.jobs))
     if agent is None:
         return
-    with contextlib.suppress(httpx.HTTPError):
+    metrics: WorkerMetrics = app.state.metrics
+    try:
         await agent.announce_drain(worker_id)
+    except httpx.HTTPError:
+        metrics.callback_failed("drain")
     await service.runner.wait_idle(grace_s)
     handed = service.runner.hand_back()
     if service.reporter is not None:
         for job in handed:
             service.reporter.abandon(job.operation_id)
         await service.reporter.flush(timeout_s=5.0)
-    with contextlib.suppress(httpx.HTTPError):
+    try:
         await agent.deregister(worker_id)
+    except httpx.HTTPError:
+        metrics.callback_failed("deregister")
     app.state.agent_task.cancel()  # after deregistering: a dropped session would be probed
     log.info("worker_drained", worker_id=worker_id, handed_back=len(handed))

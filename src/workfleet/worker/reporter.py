@@ -57,8 +57,11 @@ class Reporter:
         *,
         progress_interval_s: float,
         on_stale: Callable[[str, Lease], None],
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
+        """`on_failure()`: a report request failed (unreachable, or refused)."""
         self._client = client
+        self._on_failure = on_failure or (lambda: None)
         self._path = f"/api/v1/workers/{worker_id}/reports"
         self._interval = progress_interval_s
         self._on_stale = on_stale
@@ -195,10 +198,12 @@ class Reporter:
                     self._path, content=body, headers={"Content-Type": "application/json"}
                 )
         except httpx.HTTPError:
+            self._on_failure()
             return None
         if response.status_code in (401, 403):
             log.error("reports_refused", status=response.status_code)
         if not response.is_success:
+            self._on_failure()
             return None
         return ReportResults.model_validate_json(response.content)
 

@@ -76,6 +76,7 @@ BACKEND_GUARDS: dict[Route, frozenset[Action]] = {
     ("PUT", "/api/v1/operations/{operation_id}/artifacts/{name}"): frozenset({"report"}),
     ("POST", "/api/v1/workers/{worker_id}/certificate"): frozenset({"report"}),
     ("GET", "/metrics"): frozenset({"scrape"}),
+    ("GET", "/api/v1/prometheus/targets"): frozenset({"scrape"}),  # Prometheus HTTP SD
     ("GET", "/api/v1/audit"): frozenset({"audit"}),
 }
 

@@ -3,8 +3,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from workfleet import __version__
-from workfleet.backend.deps import Reader, Scraper
-from workfleet.observability.metrics import CONTENT_TYPE, BackendMetrics
+from workfleet.backend.deps import OrchestratorDep, Reader, Scraper
+from workfleet.observability.discovery import prometheus_targets
+from workfleet.observability.metrics import BackendMetrics, exposition
 from workfleet.protocol import BackendHealth
 
 router = APIRouter(tags=["system"])
@@ -18,8 +19,18 @@ async def health() -> BackendHealth:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request, _: Scraper) -> Response:
+    """Prometheus exposition: OpenMetrics (with trace exemplars) when asked for, else text."""
     backend_metrics: BackendMetrics = request.app.state.metrics
-    return Response(backend_metrics.render(), media_type=CONTENT_TYPE)
+    body, content_type = exposition(backend_metrics.registry, request.headers.get("accept", ""))
+    return Response(body, media_type=content_type)
+
+
+@router.get("/api/v1/prometheus/targets")
+async def prometheus_service_discovery(
+    _: Scraper, orchestrator: OrchestratorDep
+) -> list[dict[str, Any]]:
+    """Prometheus HTTP service discovery: every registered worker as a scrape target."""
+    return prometheus_targets(orchestrator.workers.values())
 
 
 @router.get("/api/v1/openapi.json")
