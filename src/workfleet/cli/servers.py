@@ -221,7 +221,9 @@ def backend(
     if settings.auth_mode == "mtls":
         settings_or_exit(lambda: check_files(settings.tls_paths("backend")))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    configure_logging(json=settings.log_format == "json", level=settings.log_level)
+    configure_logging(
+        json=settings.log_format == "json", level=settings.log_level, fields={"service": "backend"}
+    )
     settings_or_exit(lambda: tracing.configure("workfleet-backend"))  # on only by OTEL_*
     _warn_if_open(settings.auth_mode)
     asyncio.run(serve_backend(settings))
@@ -300,10 +302,18 @@ def worker(
     )
     settings_or_exit(lambda: settings.check_security(settings.host))
     settings_or_exit(lambda: offered_operation_types(settings.worker_type))
+    configure_logging(  # before enrolling: its lines are JSON too
+        json=settings.log_format == "json",
+        level=settings.log_level,
+        fields={
+            "service": "worker",
+            "worker_id": settings.resolved_worker_id(),
+            "worker_type": settings.worker_type,
+        },
+    )
     if settings.auth_mode == "mtls":
         settings_or_exit(lambda: enroll_if_needed(settings))
         settings_or_exit(lambda: check_files(own_paths(settings)))
-    configure_logging(json=settings.log_format == "json", level=settings.log_level)
     worker_id = settings.resolved_worker_id()
     settings_or_exit(lambda: tracing.configure("workfleet-worker", instance_id=worker_id))
     _warn_if_open(settings.auth_mode)

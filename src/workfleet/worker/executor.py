@@ -27,11 +27,16 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from workfleet.domain.artifacts import CHECKPOINT_ARTIFACT
 from workfleet.observability import tracing
+from workfleet.observability.logging import LogSetup, capture_output, configure_from
+from workfleet.observability.metrics import error_type
 from workfleet.operations.context import Cancelled
 from workfleet.operations.registry import load_operation_types, runner_of
 
+log = structlog.get_logger(__name__)
 PROGRESS_MIN_INTERVAL_S = 0.05
 PR_SET_PDEATHSIG = 1
 
@@ -132,9 +137,13 @@ class _Context:
 
 
 def executor_main(
-    conn: Connection, speed: float = 1.0, trace_setup: dict[str, str] | None = None
+    conn: Connection,
+    speed: float = 1.0,
+    trace_setup: dict[str, str] | None = None,
+    log_setup: LogSetup | None = None,
 ) -> None:
     _die_with_parent()
+    _log_like_the_worker(log_setup)
     if trace_setup is not None:
         tracing.configure_child(trace_setup)
     types = load_operation_types()
@@ -166,12 +175,18 @@ def executor_main(
         _, operation_id, operation_type, params, traceparent = jobs.get()
         cancel.clear()
         current[0] = operation_id
+        structlog.contextvars.bind_contextvars(
+            operation_id=operation_id, operation_type=operation_type
+        )
         traced = {"operation_id": operation_id, "operation_type": operation_type}
         with tracing.joined("run", traceparent, traced) as span:
+            began = time.monotonic()
+            log.info("operation_run_started")
             send(("started", operation_id, time.time()))
             outcome, result, error, progress = _run(
                 types, operation_type, params, _Context(operation_id, send, cancel, replies, speed)
             )
+            _log_outcome(outcome, error, time.monotonic() - began)
             tracing.annotate(outcome=outcome)
             if error is not None:
                 tracing.set_error(span, error["message"])
@@ -200,6 +215,29 @@ def _run(types: Any, operation_type: str, params: Any, ctx: _Context) -> tuple[A
     if ctx.cancelled():
         return "cancelled", None, None, ctx.last_progress
     return "completed", value, None, ctx.last_progress
+
+
+def _log_like_the_worker(setup: LogSetup | None) -> None:
+    """JSON lines with the worker's fields (service "executor"); what the operation prints
+    becomes events too."""
+    if setup is not None:
+        configure_from(setup, service="executor")
+        capture_output()
+
+
+def _log_outcome(outcome: str, error: dict[str, Any] | None, seconds: float) -> None:
+    """The outcome as this process saw it: why it failed (the message; the traceback goes to
+    the operation's record), how long it ran."""
+    if error is None:
+        log.info("operation_run_finished", outcome=outcome, duration_s=round(seconds, 6))
+        return
+    log.warning(
+        "operation_run_finished",
+        outcome=outcome,
+        duration_s=round(seconds, 6),
+        error_type=error_type(error),
+        error=str(error.get("message", ""))[:1000],
+    )
 
 
 def _die_with_parent() -> None:

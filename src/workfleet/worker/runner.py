@@ -20,6 +20,7 @@ from pydantic_core import PydanticSerializationError
 
 from workfleet.domain.operations import Lease
 from workfleet.observability import tracing
+from workfleet.observability.logging import child_setup as logging_setup
 from workfleet.protocol import Progress
 from workfleet.worker.executor import executor_main
 
@@ -65,7 +66,9 @@ class _Executor:
         parent, child = _MP.Pipe()
         self.conn: Connection = parent
         self.process: BaseProcess = _MP.Process(
-            target=executor_main, args=(child, speed, tracing.child_setup()), daemon=True
+            target=executor_main,
+            args=(child, speed, tracing.child_setup(), logging_setup()),
+            daemon=True,
         )
         self.process.start()
         child.close()
