@@ -329,6 +329,7 @@ def show(op: OperationView) -> None:
         ("started", str(op.started_at or "-")),
         ("finished", str(op.finished_at or "-")),
         ("error", f"{op.error.type}: {op.error.message}" if op.error else "-"),
+        ("trace", op.trace_id or "-"),  # tracing on: find it in Jaeger, Tempo...
     ):
         table.add_row(f"[bold]{name}[/bold]", value)
     if isinstance(op.result, dict):  # one row per figure reads better than one JSON line

@@ -21,12 +21,13 @@ the same trace through the stored traceparent, so does everything after a backen
 import contextlib
 import os
 import random
+import re
+import threading
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from workfleet.settings import ConfigurationError
 
@@ -46,11 +47,13 @@ PRELOAD = [  # what an executor needs to trace, imported once by the forkserver
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
 ]
 
-_propagator = TraceContextTextMapPropagator()
 _NULL: AbstractContextManager[None] = contextlib.nullcontext()
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _tracer: trace.Tracer | None = None
 _provider: "TracerProvider | None" = None
 _setup: dict[str, str] | None = None  # how an executor process of this worker sets itself up
+_flusher: threading.Thread | None = None
+_flush_wanted = threading.Event()
 
 
 # ---- set-up -------------------------------------------------------------------------------------
@@ -106,9 +109,10 @@ def configure(service: str, *, instance_id: str | None = None) -> bool:
     return True
 
 
-def configure_child(setup: Mapping[str, str]) -> None:
-    """In an executor process: trace as the worker that started it does (child_setup())."""
-    if _provider is None:
+def configure_child(setup: Mapping[str, str] | None) -> None:
+    """In an executor process: trace as the worker that started it does (child_setup());
+    None: it does not."""
+    if setup is not None and _provider is None:
         provider = _make_provider(setup)
         trace.set_tracer_provider(provider)  # operation code may make spans of its own
         enable(provider)
@@ -170,9 +174,28 @@ def enabled() -> bool:
 
 
 def flush(timeout_s: float = 5.0) -> None:
-    """Export what has ended (an executor does after each operation: it may be killed)."""
+    """Export what has ended, now, and wait for it."""
     if _provider is not None:
         _provider.force_flush(int(timeout_s * 1000))
+
+
+def flush_soon() -> None:
+    """Export what has ended now, without waiting for it (an executor after each operation:
+    it may be killed at any time, and its next operation must not wait for an export)."""
+    global _flusher
+    if _provider is None:
+        return
+    if _flusher is None:
+        _flusher = threading.Thread(target=_flush_when_asked, name="workfleet-flush", daemon=True)
+        _flusher.start()
+    _flush_wanted.set()
+
+
+def _flush_when_asked() -> None:
+    while True:
+        _flush_wanted.wait()
+        _flush_wanted.clear()
+        flush()
 
 
 def instrument_app(app: "FastAPI") -> None:
@@ -242,8 +265,9 @@ def end(span: Span | None, *, error: str | None = None, **attributes: str | int 
     span.end()
 
 
-def set_error(span: Span | None, message: str) -> None:
-    if span is not None:
+def set_error(span: Span | None, message: str | None) -> None:
+    """Mark `span` failed, with `message` (None: it did not fail)."""
+    if span is not None and message is not None:
         span.set_status(trace.StatusCode.ERROR, message)
 
 
@@ -289,11 +313,13 @@ def unsampled(span: Span | None = None) -> AbstractContextManager[Any]:
 
 
 def traceparent_of(span: Span | None) -> str | None:
+    """The W3C traceparent (version 00) naming `span`: what the propagator would send."""
     if span is None:
         return None
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier, context=trace.set_span_in_context(span))
-    return carrier.get("traceparent")
+    context = span.get_span_context()
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
 def current_traceparent() -> str | None:
@@ -322,14 +348,27 @@ def annotate(**attributes: str | int | bool) -> None:
 def _parent(traceparent: str | None) -> Any:
     """The context to start a span in: the current one, unless `traceparent` names another
     trace than the current span's (then that trace, under the span it names)."""
-    if traceparent is None:
+    remote = _span_context(traceparent)
+    if remote is None:
         return None
     current = trace.get_current_span().get_span_context()
-    wanted = _propagator.extract({"traceparent": traceparent})
-    remote = trace.get_current_span(wanted).get_span_context()
-    if not remote.is_valid or (current.is_valid and current.trace_id == remote.trace_id):
+    if current.is_valid and current.trace_id == remote.trace_id:
         return None
-    return wanted
+    return trace.set_span_in_context(trace.NonRecordingSpan(remote))
+
+
+def _span_context(traceparent: str | None) -> trace.SpanContext | None:
+    """A W3C traceparent's span context; None for anything that is not a valid one."""
+    found = _TRACEPARENT.fullmatch(traceparent) if traceparent else None
+    if found is None or found[1] == "ff" or (found[1] == "00" and found[5]):
+        return None
+    context = trace.SpanContext(
+        trace_id=int(found[2], 16),
+        span_id=int(found[3], 16),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(int(found[4], 16)),
+    )
+    return context if context.is_valid else None
 
 
 def _prefixed(attributes: Attributes | None) -> dict[str, str | int | float | bool] | None:

@@ -3,8 +3,8 @@
 It is started once per slot and reused, so an operation starts in microseconds rather than
 paying for a new interpreter; a crash or a kill costs only this process, which the worker
 replaces. Tracing on in the worker: each operation runs in a `run` span, a child of the
-traceparent its "run" message carries, exported from here once it ends (this process may be
-killed at any time, so it does not wait for a batch). Messages from the worker:
+traceparent its "run" message carries, exported from here (by a thread of its own) as soon as
+it ends: this process may be killed at any time. Messages from the worker:
 ("run", id, type, params, traceparent_or_None), ("cancel", id), ("reply", ...).
 Messages to the worker: ("started", id, ts), ("progress", id, dict),
 ("artifact", id, name, path), ("request", id, request_id, kind, args) answered by
@@ -144,8 +144,7 @@ def executor_main(
 ) -> None:
     _die_with_parent()
     _log_like_the_worker(log_setup)
-    if trace_setup is not None:
-        tracing.configure_child(trace_setup)
+    tracing.configure_child(trace_setup)  # None: not traced
     types = load_operation_types()
     cancel = threading.Event()
     jobs: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -188,12 +187,10 @@ def executor_main(
             )
             _log_outcome(outcome, error, time.monotonic() - began)
             tracing.annotate(outcome=outcome)
-            if error is not None:
-                tracing.set_error(span, error["message"])
+            tracing.set_error(span, error["message"] if error else None)
         current[0] = None
         send(("finished", operation_id, outcome, result, error, progress))
-        if span is not None:
-            tracing.flush()  # after the outcome is on its way: it never waits for the export
+        tracing.flush_soon()  # traced: exported now, in the background; the next job never waits
 
 
 def _run(types: Any, operation_type: str, params: Any, ctx: _Context) -> tuple[Any, ...]:
