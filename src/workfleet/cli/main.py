@@ -2,7 +2,7 @@
 
 import typer
 
-from workfleet.cli import admin, audit, certs, data, operations, servers, simulate, up
+from workfleet.cli import admin, audit, certs, data, loadtest, operations, servers, simulate, up
 
 app = typer.Typer(
     name="workfleet",
@@ -15,6 +15,7 @@ app.command()(servers.backend)
 app.command()(servers.worker)
 app.command()(up.up)
 app.command()(simulate.simulate)
+app.command()(loadtest.loadtest)
 app.add_typer(operations.submit_app, name="submit")
 app.add_typer(operations.ops_app, name="ops")
 app.add_typer(admin.workers_app, name="workers")
