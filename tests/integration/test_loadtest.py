@@ -37,9 +37,22 @@ def assert_clean(code: int, report: dict[str, Any], log: str) -> dict[str, Any]:
     return ledger
 
 
-def test_cascading_failures_of_half_the_fleet_lose_nothing() -> None:
-    code, report, log = loadtest("cascading", "--workers", "6", "--operations", "40", "--seed", "7")
+def test_cascading_failures_of_half_the_fleet_lose_nothing(tmp_path: Path) -> None:
+    """The report directory (logs, execution logs, charts) stays in tmp_path for a post-mortem."""
+    code, report, log = loadtest(
+        "cascading",
+        "--workers",
+        "6",
+        "--operations",
+        "40",
+        "--seed",
+        "7",
+        "--report",
+        str(tmp_path),
+    )
     ledger = assert_clean(code, report, log)
+    assert (tmp_path / "workers.png").exists() and (tmp_path / "cluster" / "backend.log").exists()
+    assert report["options"]["max_losses"] == 4
     assert ledger["outcomes"] == {"completed": 40}
     assert len(report["figures"]["killed"]) == 3
     assert ledger["metrics_checked"] and ledger["metrics_mismatch"] == 0

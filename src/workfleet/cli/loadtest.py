@@ -45,6 +45,15 @@ def loadtest(
         Path | None,
         typer.Option("--schedule", help="nemesis: replay this schedule (JSON of a report)."),
     ] = None,
+    max_losses: Annotated[
+        int | None,
+        typer.Option(
+            "--max-losses",
+            min=1,
+            help="The backend's lost attempts before an operation fails (default: 3; "
+            "cascading: one more than the kills).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     report: Annotated[
         Path | None,
@@ -67,7 +76,7 @@ def loadtest(
             replay = Schedule.from_json(json.dumps(data.get("schedule") or data))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             fail(f"cannot read the schedule {schedule}: {exc}", 2)
-    opts = Options(workers, operations, seed, duration, op_seconds, replay)
+    opts = Options(workers, operations, seed, duration, op_seconds, replay, max_losses)
 
     def say(line: str) -> None:
         err.print(line, highlight=False, markup=False)

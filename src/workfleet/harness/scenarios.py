@@ -41,6 +41,7 @@ class Options:
     duration_s: float = 60.0  # nemesis
     op_seconds: float | None = None
     schedule: Schedule | None = None  # nemesis: replay this instead of generating one
+    max_losses: int | None = None  # the backend's attempt budget (None: its default, 3)
 
 
 @dataclass
@@ -272,6 +273,12 @@ class Run:
         result.figures["backend_restarts"] = self.backend_restarts
         result.figures["stale_reports_by_kind"] = counters.stale
         result.figures["ops"] = _op_figures(ops)
+        result.figures["not_completed"] = [
+            f"{op.operation_id} {op.status} attempt {op.attempt}"
+            + (f": {op.error.type}: {op.error.message}" if op.error else "")
+            for op in ops
+            if op.status != "completed"
+        ][:10]
         return result
 
 
@@ -555,12 +562,20 @@ SCENARIOS: dict[str, Scenario] = {
 async def run_scenario(
     name: str, opts: Options, root: Path, say: Callable[[str], None] = lambda _: None
 ) -> Result:
-    cluster = Cluster(root, timing=FAST)
+    max_losses = opts.max_losses
+    if max_losses is None and name == "cascading":
+        # each kill may cost an operation one attempt (it ran there, or was sent there before
+        # the death was noticed): a budget above the kills, so no unlucky operation runs out
+        max_losses = (opts.workers or 10) // 2 + 1
+    env = {"WORKFLEET_MAX_LOSSES": str(max_losses)} if max_losses is not None else {}
+    cluster = Cluster(root, timing=FAST, backend_env=env)
     await cluster.start_backend()
     run = Run(cluster, say)
     try:
         await run.start_sampling()
-        return await SCENARIOS[name](run, opts)
+        result = await SCENARIOS[name](run, opts)
+        result.options["max_losses"] = max_losses or 3
+        return result
     finally:
         await run.client.close()
         await cluster.stop()
