@@ -34,16 +34,18 @@ def server_config(
     *,
     tls: ReloadingServerTls | None = None,
     trust_domain: str = DEFAULT_TRUST_DOMAIN,
+    graceful_s: int = 5,
 ) -> uvicorn.Config:
     """`tls` (mtls): serve https with that context, each caller's certificate identity in
-    `request.state.peer`."""
+    `request.state.peer`. `graceful_s`: how long closing connections may take at shutdown
+    (idle TLS keep-alives wait for a close_notify their pooled clients never send)."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         log_config=None,  # our structlog setup owns logging
         access_log=False,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=graceful_s,
         loop="uvloop",
         http="httptools" if tls is None else peer_protocol(identify_peers(trust_domain)),
         ssl_context_factory=None if tls is None else lambda _config, _default: tls.listener,

@@ -79,6 +79,7 @@ async def serve_worker(settings: WorkerSettings) -> None:
             settings.resolved_port(),
             tls=tls,
             trust_domain=settings.trust_domain,
+            graceful_s=WORKER_CLOSE_S,
         ),
         before_shutdown=lambda: drain(app, settings.shutdown_grace_s),
     )
@@ -148,6 +149,10 @@ def _watch(tls: ReloadingServerTls | None, interval_s: float) -> "asyncio.Task[N
     task.add_done_callback(_watchers.discard)
     return task
 
+
+# a worker has drained (results delivered, deregistered) before its listener closes: what is
+# left are the backend's idle keep-alive connections, which need no grace
+WORKER_CLOSE_S = 1
 
 TlsCert = typer.Option(
     None, help="mtls: certificate [env WORKFLEET_TLS_CERT; <data-dir>/pki/issued/<name>.crt]"
