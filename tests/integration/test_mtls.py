@@ -1,10 +1,27 @@
 """mtls mode over real TLS sockets: per-worker identity bound to every worker route, workers
 that answer only the backend, revocation on open connections, reload without restart.
 
-The anchors' checklist (reference/anchors-security.md §3) by line: REG-05/06/09, WAPI-01..04,
-WAPI-06/07, MITM-01/02/05/06, REV-01/04/05/07, CFG-01/03 are here; REG-11..14 (bootstrap tokens,
-CSR signing) and REG-08/MITM-03 (identity parsing) are unit tests of the PKI; the rest is in the
-closing note of the security issue.
+Where each line of the anchors' checklist (reference/anchors-security.md §3) is tested:
+- here: REG-05/06/09, WAPI-01..04, WAPI-06 (reports and uploads), WAPI-07, MITM-01/02/05/06,
+  REV-01/04/05/07, CFG-01/03, and the backend verifying the identity of the worker it calls
+  (instead of REG-15's address/SAN matching: whatever URL a worker registers, the backend only
+  talks to a server proving that worker's CA-set name);
+- test_tls_edges.py: REG-10, MITM-03/04/06/07; test_mtls_enrollment.py: REG-11/12/13, REV-08;
+  test_auth_token_mode.py: REG-01..04, REG-16, REV-09, CFG-02; test_role_matrix.py and
+  tests/unit/security/test_route_inventory.py, test_openapi_fuzz.py: AUTHZ-01..04/07;
+  test_audit_log.py and tests/unit/test_audit_*.py: AUD-01..06; tests/unit/security/test_pki_*:
+  REG-07/08/12/14, REV-06; test_worker_certificate_renewal.py: REV-08/10; test_training.py:
+  MITM-08; test_failures.py and the orchestrator unit tests: RPL-04; RPL-03 is REG-11.
+Lines that do not apply, and why:
+- WAPI-05, RPL-01/02, RPL-05's envelope half: there are no signed dispatch envelopes (an idea
+  in the anchors, not built); RPL-05's binding half (TLS identity = worker id) is REG-05 here.
+- WAPI-08: dispatches are not metered per client; submits are (per-owner limit, 429).
+- MITM-09: our CA signs leaves directly (no intermediate), so there is no chain to send.
+- REV-02/03: no CRLs by design: short lifetimes plus the per-request serial deny-list.
+- AUTHZ-05: keys carry roles, not scopes; a revoked key's 401 is in the token-mode tests.
+- AUTHZ-06's per-identity body limits: one global limit (32 MiB, 413) for every caller.
+- AUD-02's handshake half: TLS handshake failures never reach the app, so they are not counted.
+- CFG-04: no sslyze job; TLS ≤ 1.1 and foreign CAs are refused here instead.
 """
 
 import asyncio
