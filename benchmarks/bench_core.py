@@ -19,13 +19,13 @@ import asyncio
 import json
 import platform
 import signal
-import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stats import summary
 from workfleet.harness.cluster import DEFAULT, Cluster, wait_for
 
 NOOP = {"action": "noop"}
@@ -35,24 +35,6 @@ AUTH_MODE = ["token"]  # set once from --auth-mode, before any step runs
 
 def new_cluster(root: Path) -> Cluster:
     return Cluster(root, timing=DEFAULT, auth_mode=AUTH_MODE[0], backend_env=QUIET)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def summary(values_s: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values_s]
-    return {
-        "n": len(ms),
-        "p50_ms": percentile(ms, 50),
-        "p90_ms": percentile(ms, 90),
-        "p99_ms": percentile(ms, 99),
-        "max_ms": max(ms),
-        "mean_ms": statistics.fmean(ms),
-    }
 
 
 async def fleet(root: Path, workers: int, slots: int) -> Cluster:

@@ -1,34 +1,19 @@
 """Helpers shared by every side of the peers benchmark.
 
 Standard library only: this module is imported by the workfleet side (the project's venv) and by
-the Celery and Dask sides (benchmarks/results/peers-venv). `percentile` and `summary` are the
-same definitions as benchmarks/bench_core.py, so every column is computed the same way.
+the Celery and Dask sides (benchmarks/results/peers-venv). `percentile` and `summary` come from
+benchmarks/stats.py, as in bench_core.py, so every column is computed the same way.
 """
 
 import json
 import os
-import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def summary(values_s: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values_s]
-    return {
-        "n": len(ms),
-        "p50_ms": percentile(ms, 50),
-        "p90_ms": percentile(ms, 90),
-        "p99_ms": percentile(ms, 99),
-        "max_ms": max(ms),
-        "mean_ms": statistics.fmean(ms),
-    }
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: stats.py
+from stats import percentile, summary  # noqa: F401 - the sides use both
 
 
 def burst_figures(count: int, submitted_s: float, total_s: float, **extra: Any) -> dict[str, Any]:

@@ -89,34 +89,22 @@ def test_errors_are_one_clear_line_never_a_traceback(tmp_path: Path) -> None:
 async def test_cli_against_a_running_fleet(cluster: Cluster) -> None:
     await cluster.start_worker("w1")
     await cluster.wait_workers("w1")
-    env = {
-        "WORKFLEET_BACKEND_URL": cluster.url,
-        "WORKFLEET_API_KEY": cluster.admin_key,
-        "COLUMNS": "200",
-    }
-    submitted = workfleet(
-        "submit",
-        "diagnostic",
-        "--action",
-        "sleep",
-        "--seconds",
-        "0.5",
-        "--steps",
-        "2",
-        "--wait",
-        env=env,
+    submitted = cluster.cli(
+        "submit", "diagnostic", "--action", "sleep", "--seconds", "0.5", "--steps", "2", "--wait"
     )
     assert submitted.returncode == 0, submitted.stderr
     assert "completed" in submitted.stdout
     operation_id = submitted.stdout.split()[1]
-    assert operation_id in workfleet("ops", "list", env=env).stdout
-    assert "completed" in workfleet("ops", "show", operation_id, env=env).stdout
-    assert "w1" in workfleet("workers", "list", env=env).stdout
-    assert "draining" in workfleet("workers", "drain", "w1", env=env).stdout
-    assert "available" in workfleet("workers", "drain", "w1", "--undo", env=env).stdout
-    failed = workfleet("submit", "diagnostic", "--action", "fail", "--wait", env=env)
+    assert operation_id in cluster.cli("ops", "list").stdout
+    assert "completed" in cluster.cli("ops", "show", operation_id).stdout
+    assert "w1" in cluster.cli("workers", "list").stdout
+    assert "draining" in cluster.cli("workers", "drain", "w1").stdout
+    assert "available" in cluster.cli("workers", "drain", "w1", "--undo").stdout
+    failed = cluster.cli("submit", "diagnostic", "--action", "fail", "--wait")
     assert failed.returncode == 1 and "DiagnosticFailure" in failed.stdout
-    refused = workfleet("ops", "list", env={**env, "WORKFLEET_API_KEY": "wf_abc.def"})
+    refused = workfleet(
+        "ops", "list", env={"WORKFLEET_BACKEND_URL": cluster.url, "WORKFLEET_API_KEY": "wf_abc.def"}
+    )
     assert refused.returncode == 1
     assert "invalid credential" in refused.stderr and "Traceback" not in refused.stderr
 

@@ -2,10 +2,6 @@
 values stop before anything is sent, with one line naming the flag; an unsatisfiable requirement
 gets the backend's 422 naming what nobody meets; a satisfiable one runs where it may."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 from typer.testing import CliRunner
 
@@ -13,18 +9,6 @@ from workfleet.cli.main import app as cli
 from workfleet.harness.cluster import Cluster, free_port
 
 NOWHERE = f"http://127.0.0.1:{free_port()}"  # nothing listens: a bad flag must fail before
-
-
-def workfleet(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLEET_")}
-    return subprocess.run(
-        [sys.executable, "-m", "workfleet", *args],
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(
@@ -76,23 +60,18 @@ async def test_requirements_from_the_command_line_reach_the_backend(cluster: Clu
         "w1", env={"WORKFLEET_CORES": "2", "WORKFLEET_LABELS": "zone=eu,disk=nvme"}
     )
     await cluster.wait_workers("w1")
-    env = {
-        "WORKFLEET_BACKEND_URL": cluster.url,
-        "WORKFLEET_API_KEY": cluster.admin_key,
-        "COLUMNS": "300",
-    }
 
-    refused = workfleet("submit", "diagnostic", "--min-cores", "64", "--gpu", "required", env=env)
+    refused = cluster.cli("submit", "diagnostic", "--min-cores", "64", "--gpu", "required")
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "(HTTP 422)" in refused.stderr and "Traceback" not in refused.stderr
     assert "no registered worker can ever run this diagnostic operation" in refused.stderr
     assert "none meets gpu required, min_cores 64" in refused.stderr
     assert refused.stderr.count("\n") == 1
 
-    elsewhere = workfleet("submit", "diagnostic", "--require-label", "zone=us", env=env)
+    elsewhere = cluster.cli("submit", "diagnostic", "--require-label", "zone=us")
     assert elsewhere.returncode == 1 and "none meets label zone=us" in elsewhere.stderr
 
-    ran = workfleet(
+    ran = cluster.cli(
         "submit",
         "diagnostic",
         "--gpu",
@@ -110,7 +89,6 @@ async def test_requirements_from_the_command_line_reach_the_backend(cluster: Clu
         "--priority",
         "3",
         "--wait",
-        env=env,
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "completed" in ran.stdout and "w1" in ran.stdout

@@ -3,10 +3,7 @@ that model, and training that resumes from its checkpoint after its worker is SI
 
 import asyncio
 import hashlib
-import os
 import signal
-import subprocess
-import sys
 from typing import Any
 
 import numpy as np
@@ -185,37 +182,22 @@ async def test_training_and_a_model_backtest_from_the_cli(cluster: Cluster) -> N
     await cluster.start_worker("bt", worker_type="backtesting")
     await cluster.start_worker("tr", worker_type="training")
     await cluster.wait_workers("bt", "tr")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("WORKFLEET_")},
-        "WORKFLEET_BACKEND_URL": cluster.url,
-        "WORKFLEET_API_KEY": cluster.admin_key,
-        "COLUMNS": "200",
-    }
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "workfleet", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
 
     base = ("submit", "training", "--symbol", "SYN", "--timeframe", "1h")
-    bad_device = cli(*base, "--device", "tpu")
+    bad_device = cluster.cli(*base, "--device", "tpu")
     assert bad_device.returncode == 2 and "device: Input should be 'auto'" in bad_device.stderr
-    bad_layers = cli(*base, "--hidden", "32,wide")
+    bad_layers = cluster.cli(*base, "--hidden", "32,wide")
     assert bad_layers.returncode == 2 and "hidden_sizes.1" in bad_layers.stderr
-    trained = cli(*base, "--epochs", "3", "--hidden", "8", "--wait")
+    trained = cluster.cli(*base, "--epochs", "3", "--hidden", "8", "--wait")
     assert trained.returncode == 0, trained.stdout + trained.stderr
     for figure in ("test_accuracy", "baseline_accuracy", "confusion_matrix", "best_epoch"):
         assert figure in trained.stdout
     operation_id = trained.stdout.split()[1]
-    no_model = cli(
+    no_model = cluster.cli(
         "submit", "backtest", "--symbol", "SYN", "--timeframe", "1h", "--strategy", "model"
     )
     assert no_model.returncode == 2 and "needs model_operation_id" in no_model.stderr
-    traded = cli(
+    traded = cluster.cli(
         "submit",
         "backtest",
         "--symbol",

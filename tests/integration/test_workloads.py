@@ -2,9 +2,6 @@
 the fleet."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -107,29 +104,14 @@ async def test_bad_backtest_params_are_refused_at_submit_listing_the_strategies(
 async def test_data_and_backtest_from_the_cli(cluster: Cluster) -> None:
     await cluster.start_worker("bt", worker_type="backtesting")
     await cluster.wait_workers("bt")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("WORKFLEET_")},
-        "WORKFLEET_BACKEND_URL": cluster.url,
-        "WORKFLEET_API_KEY": cluster.admin_key,
-        "COLUMNS": "200",
-    }
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "workfleet", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    generated = cli(
+    generated = cluster.cli(
         "data", "generate", "--symbol", "CLI", "--timeframe", "15m", "--bars", "3000", "--seed", "5"
     )
     assert generated.returncode == 0, generated.stderr
     assert "3000 bars" in generated.stdout
-    assert "CLI" in cli("data", "list").stdout
-    refused = cli(
+    assert "CLI" in cluster.cli("data", "list").stdout
+    refused = cluster.cli(
         "submit",
         "backtest",
         "--symbol",
@@ -144,7 +126,7 @@ async def test_data_and_backtest_from_the_cli(cluster: Cluster) -> None:
         "slow=10",
     )
     assert refused.returncode == 2 and "fast (50) must be less than slow (10)" in refused.stderr
-    done = cli(
+    done = cluster.cli(
         "submit",
         "backtest",
         "--symbol",
@@ -159,7 +141,7 @@ async def test_data_and_backtest_from_the_cli(cluster: Cluster) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "total_return" in done.stdout and "completed" in done.stdout
-    missing = cli(
+    missing = cluster.cli(
         "data", "import", str(Path("/nonexistent.csv")), "--symbol", "X", "--timeframe", "1h"
     )
     assert missing.returncode == 1 and "no such file" in missing.stderr

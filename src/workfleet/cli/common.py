@@ -13,6 +13,7 @@ from rich.console import Console
 from workfleet.client import ApiError, BackendUnreachable, Client
 from workfleet.security.tls import client_context
 from workfleet.settings import ClientSettings, ConfigurationError, TlsPaths
+from workfleet.validation import problems
 
 T = TypeVar("T")
 out = Console()
@@ -48,7 +49,7 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def _settings_message(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return problems(exc)
     return str(exc)
 
 

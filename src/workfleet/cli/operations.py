@@ -18,6 +18,7 @@ from workfleet.domain.labels import parse_labels
 from workfleet.operations.backtest.params import BacktestParams
 from workfleet.operations.training.params import TrainingParams
 from workfleet.protocol import OperationView, RequirementsModel
+from workfleet.validation import problems
 
 submit_app = typer.Typer(help="Submit an operation.", no_args_is_help=True)
 ops_app = typer.Typer(help="Inspect and cancel operations.", no_args_is_help=True)
@@ -208,12 +209,7 @@ def _checked(model: type[BaseModel], raw: dict[str, object]) -> dict[str, object
             mode="json", exclude_none=True
         )
     except ValidationError as exc:
-        problems = (
-            f"{'.'.join(str(p) for p in e['loc']) + ': ' if e['loc'] else ''}"
-            + str(e["msg"]).removeprefix("Value error, ")
-            for e in exc.errors()
-        )
-        fail("; ".join(problems), code=2)
+        fail(problems(exc), code=2)
     return checked
 
 
@@ -248,12 +244,12 @@ def _requirements(
     try:
         requirements = RequirementsModel.model_validate(raw)
     except ValidationError as exc:
-        problems = []
+        wrong = []
         for error in exc.errors():
             name = str(error["loc"][0]) if error["loc"] else ""
             flag = REQUIREMENT_FLAGS.get(name, name)
-            problems.append(f"{flag} {raw.get(name)!r}: {error['msg']}")
-        fail("; ".join(problems), code=2)
+            wrong.append(f"{flag} {raw.get(name)!r}: {error['msg']}")
+        fail("; ".join(wrong), code=2)
     if not math.isfinite(requirements.min_memory_gb):
         fail(f"--min-memory-gb {min_memory_gb!r}: must be a finite number", code=2)
     return requirements

@@ -194,6 +194,24 @@ class Cluster:
             )
         return Process(name, popen, log_path, port)
 
+    def cli(self, *args: str, timeout_s: float = 120) -> "subprocess.CompletedProcess[str]":
+        """`workfleet ARGS` as a user runs it against this cluster: its URL and admin key (and
+        in mtls mode its CA, found in the data dir), on a terminal wide enough for tables."""
+        env = self._env(
+            {
+                "WORKFLEET_BACKEND_URL": self.url,
+                "WORKFLEET_API_KEY": self.admin_key,
+                "COLUMNS": "300",
+            }
+        )
+        return subprocess.run(  # noqa: S603 - our own command
+            [sys.executable, "-m", "workfleet", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+
     def create_key(self, role: str = "admin", name: str = "admin") -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(  # noqa: S603

@@ -17,6 +17,7 @@ from workfleet.operations import diagnostic
 from workfleet.operations.backtest.params import BacktestParams
 from workfleet.operations.context import OperationContext
 from workfleet.operations.training.params import TrainingParams
+from workfleet.validation import problems
 
 log = structlog.get_logger(__name__)
 ENTRY_POINT_GROUP = "workfleet.operations"
@@ -109,9 +110,7 @@ def validate_params(
     try:
         model = found.params_model.model_validate(params)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise InvalidRequest(f"invalid params for {operation_type}: {problems}") from exc
+        raise InvalidRequest(
+            f"invalid params for {operation_type}: {problems(exc, whole='params')}"
+        ) from exc
     return model.model_dump(mode="json")

@@ -48,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from workfleet.domain.operations import GpuRequirement, Operation, Requirements
 from workfleet.domain.placement import can_ever_run
 from workfleet.domain.workers import Capabilities, Worker
+from workfleet.validation import problems
 
 EPOCH: Final = datetime(2026, 1, 1, tzinfo=UTC)  # simulated time 0
 NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -185,12 +186,8 @@ def _load(path: Path, model: type[S], what: str) -> S:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in errors[:3]
-        )
-        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-        raise ScenarioError(f"{path}: not a {what} file: {problems}{more}") from None
+        found = problems(exc, whole="(top)", limit=3)
+        raise ScenarioError(f"{path}: not a {what} file: {found}") from None
 
 
 def _one_line(text: str) -> str:

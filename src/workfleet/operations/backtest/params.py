@@ -12,10 +12,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_core import ErrorDetails
 
 from workfleet.operations.backtest.strategy_params import STRATEGY_PARAMS
 from workfleet.operations.market_params import MarketSliceParams
+from workfleet.validation import problems
 
 
 class BacktestParams(MarketSliceParams):
@@ -50,9 +50,9 @@ class BacktestParams(MarketSliceParams):
         try:
             settings: BaseModel = STRATEGY_PARAMS[name].params.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(_problem(error) for error in exc.errors())
+            found = problems(exc)
             raise ValueError(
-                f"invalid parameters for {name}: {problems}; it takes {describe_strategy(name)}"
+                f"invalid parameters for {name}: {found}; it takes {describe_strategy(name)}"
             ) from None
         return settings.model_dump()  # defaults filled in, so results show what ran
 
@@ -97,9 +97,3 @@ def _describe_field(name: str, info: FieldInfo) -> str:
         elif isinstance(bound, annotated_types.Lt):
             high = f" < {bound.lt}"
     return f"{name} ({kind}, {low}{name}{high}, default {info.default})"
-
-
-def _problem(error: ErrorDetails) -> str:
-    where = ".".join(str(part) for part in error["loc"])
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
