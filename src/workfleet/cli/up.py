@@ -22,13 +22,7 @@ from workfleet.client import Client
 from workfleet.observability import tracing
 from workfleet.observability.logging import configure_logging
 from workfleet.security.identity import Identity
-from workfleet.security.pki import (
-    PkiLayout,
-    init_ca,
-    issue_certificate,
-    load_ca,
-    write_credentials,
-)
+from workfleet.security.pki import PkiLayout, issue_locally
 from workfleet.security.tls import client_context
 from workfleet.settings import BackendSettings, ensure_private_dir
 from workfleet.store.sql import SqlStore
@@ -86,12 +80,10 @@ def up(
 def _local_pki(data: Path) -> None:
     """A CA and certificates for the backend and the local workers, made once: later runs
     (and renewals by hand) keep what is there."""
-    layout = PkiLayout.of(data)
-    ca = load_ca(data) if layout.ca_key.exists() else init_ca(data)
+    issued = PkiLayout.of(data).issued_dir
     for identity in (Identity("backend"), *(Identity("worker", f"local-{k}") for k in KINDS)):
-        if not (layout.issued_dir / f"{identity.file_stem}.crt").exists():
-            issued = issue_certificate(ca, identity, dns=["localhost"], ips=["127.0.0.1"])
-            write_credentials(layout.issued_dir, identity, issued, ca.bundle_pem())
+        if not (issued / f"{identity.file_stem}.crt").exists():
+            issue_locally(data, identity, dns=["localhost"], ips=["127.0.0.1"])
 
 
 def _secret_file(path: Path, make: Callable[[], str]) -> str:

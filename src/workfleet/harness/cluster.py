@@ -21,13 +21,7 @@ import httpx
 from workfleet.client import Client
 from workfleet.harness.proxy import Proxy
 from workfleet.security.identity import Identity
-from workfleet.security.pki import (
-    PkiLayout,
-    init_ca,
-    issue_certificate,
-    load_ca,
-    write_credentials,
-)
+from workfleet.security.pki import issue_locally
 from workfleet.security.tls import client_context
 from workfleet.settings import TlsPaths
 
@@ -157,15 +151,9 @@ class Cluster:
     def issue(self, identity: Identity, **options: Any) -> TlsPaths:
         """mtls: a certificate from the cluster's CA (made on first use), as `certs issue`
         writes it into `<data>/pki/issued/`; servers get loopback names unless told."""
-        layout = PkiLayout.of(self.data_dir)
-        ca = load_ca(self.data_dir) if layout.ca_key.exists() else init_ca(self.data_dir)
         if identity.kind in ("backend", "worker"):
             options = {"dns": ["localhost"], "ips": ["127.0.0.1"], **options}
-        credentials = issue_certificate(ca, identity, **options)
-        cert, key, bundle = write_credentials(
-            layout.issued_dir, identity, credentials, ca.bundle_pem()
-        )
-        return TlsPaths(cert, key, bundle)
+        return TlsPaths(*issue_locally(self.data_dir, identity, **options))
 
     def _env(self, extra: dict[str, str]) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLEET_")}

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -411,6 +412,15 @@ def write_credentials(
     ):
         write_atomically(path, content)  # 0600 from the start: a key is never briefly readable
     return paths
+
+
+def issue_locally(data_dir: Path, identity: Identity, **options: Any) -> tuple[Path, Path, Path]:
+    """`certs init` when there is no CA yet, then `certs issue` into `<data-dir>/pki/issued/`:
+    what a one-host fleet (`workfleet up`, a test cluster) needs; returns (crt, key, ca.crt)."""
+    layout = PkiLayout.of(data_dir)
+    ca = load_ca(data_dir) if layout.ca_key.exists() else init_ca(data_dir)
+    credentials = issue_certificate(ca, identity, **options)
+    return write_credentials(layout.issued_dir, identity, credentials, ca.bundle_pem())
 
 
 def csr_public_key(csr_pem: bytes) -> CsrPublicKey:
