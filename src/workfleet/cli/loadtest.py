@@ -1,5 +1,5 @@
 """`workfleet loadtest SCENARIO`: a local fleet of real processes under load and faults, then
-the ledger check (harness/scenarios.py, harness/ledger.py). Exit status 1 when an invariant
+the ledger check (harness/scenarios/, harness/ledger.py). Exit status 1 when an invariant
 breaks or the scenario's expectation fails."""
 
 import asyncio
@@ -15,7 +15,8 @@ from rich.markup import escape
 
 from workfleet.cli.common import err, fail, out
 from workfleet.harness.nemesis import Schedule
-from workfleet.harness.scenarios import SCENARIOS, Options, Result, run_scenario
+from workfleet.harness.run import Options, Result
+from workfleet.harness.scenarios import SCENARIOS, run_scenario
 
 STATE_COLOURS = {
     "available": "#4caf50",

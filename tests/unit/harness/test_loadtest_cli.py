@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from workfleet.cli import loadtest as cli
 from workfleet.cli.main import app
 from workfleet.harness.ledger import History, Record, reconcile
-from workfleet.harness.scenarios import Mark, Options, Result
+from workfleet.harness.run import Mark, Options, Result
 
 pytestmark = pytest.mark.unit
 

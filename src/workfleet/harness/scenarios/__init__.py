@@ -1,0 +1,35 @@
+"""Load and fault scenarios on real processes (`workfleet loadtest NAME`): each starts a
+backend and workers (harness.cluster), submits diagnostic operations while recording the
+client's history, hurts the fleet on a schedule, drains, and reconciles the client's
+history, every worker's execution log and the backend's records (harness.ledger).
+
+Each module registers its scenarios in its own `SCENARIOS`; this one gathers them."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+from workfleet.harness.cluster import FAST, Cluster
+from workfleet.harness.run import Options, Result, Run, Scenario
+from workfleet.harness.scenarios import faults, load
+
+SCENARIOS: dict[str, Scenario] = load.SCENARIOS | faults.SCENARIOS
+
+
+async def run_scenario(
+    name: str, opts: Options, root: Path, say: Callable[[str], None] = lambda _: None
+) -> Result:
+    scenario = SCENARIOS[name]
+    env = scenario.backend_env(opts)
+    if opts.max_losses is not None:
+        env["WORKFLEET_MAX_LOSSES"] = str(opts.max_losses)
+    cluster = Cluster(root, timing=FAST, backend_env=env)
+    await cluster.start_backend()
+    run = Run(cluster, say)
+    try:
+        await run.start_sampling()
+        result = await scenario.play(run, opts)
+        result.options["max_losses"] = int(env.get("WORKFLEET_MAX_LOSSES", 3))
+        return result
+    finally:
+        await run.client.close()
+        await cluster.stop()
