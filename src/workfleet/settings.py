@@ -152,7 +152,7 @@ class BackendSettings(_Common):
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{(self.data_dir / 'workfleet.db').resolve()}"
+        return sqlite_url(self.data_dir)
 
     @model_validator(mode="after")
     def _timeouts_fit(self) -> Self:
@@ -224,3 +224,8 @@ def ensure_private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
     return path
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The embedded default database: one SQLite file in the data directory."""
+    return f"sqlite:///{(data_dir / 'workfleet.db').resolve()}"

@@ -18,6 +18,7 @@ from workfleet.security.identity import PeerIdentity
 from workfleet.security.tokens import matches_any
 from workfleet.settings import AuthMode
 from workfleet.store.base import Store
+from workfleet.store.sql import SqlStore
 
 LOCAL = Principal(role="admin", name="local")
 WORKER = Principal(role="worker", name="cluster")
@@ -123,3 +124,17 @@ async def create_key(
     record, raw = api_keys.generate(name, role, at=clock())  # type: ignore[arg-type]
     await store.add_api_key(record)
     return record, raw
+
+
+async def create_key_offline(
+    database_url: str, name: str, role: str, clock: Callable[[], datetime]
+) -> str:
+    """A key written straight into the database, whether or not a backend runs on it (a
+    running one finds it on its next lookup); returns the raw key."""
+    store = SqlStore(database_url)
+    await store.open()
+    try:
+        _, raw = await create_key(store, name, role, clock)
+    finally:
+        await store.close()
+    return raw

@@ -6,7 +6,7 @@ from typing import Literal
 import typer
 from rich.table import Table
 
-from workfleet.backend.auth import create_key
+from workfleet.backend.auth import create_key_offline
 from workfleet.backend.orchestrator import utc_now
 from workfleet.cli.common import (
     ApiKey,
@@ -73,12 +73,16 @@ async def _drain(client: Client, *, worker_id: str, undo: bool) -> None:
 
 
 def _store(data_dir: Path | None, database_url: str | None) -> SqlStore:
+    return SqlStore(_database_url(data_dir, database_url))
+
+
+def _database_url(data_dir: Path | None, database_url: str | None) -> str:
     settings = settings_or_exit(
         lambda: BackendSettings(**given(data_dir=data_dir, database_url=database_url))
     )
     if settings.database_url is None and not settings.data_dir.exists():
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return SqlStore(settings.resolved_database_url())
+    return settings.resolved_database_url()
 
 
 DatabaseUrl = typer.Option(None, "--database-url", help="Database URL [env WORKFLEET_DATABASE_URL]")
@@ -97,16 +101,8 @@ def keys_create(
 ) -> None:
     """Create a key; prints the raw key once (and nothing else) on stdout."""
 
-    async def body() -> str:
-        store = _store(data_dir, database_url)
-        await store.open()
-        try:
-            _, raw = await create_key(store, name, role, utc_now)
-        finally:
-            await store.close()
-        return raw
-
-    typer.echo(run(body()))
+    url = _database_url(data_dir, database_url)
+    typer.echo(run(create_key_offline(url, name, role, utc_now)))
 
 
 @keys_app.command("list")

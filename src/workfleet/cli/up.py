@@ -14,7 +14,7 @@ from typing import Any, Literal
 import typer
 from rich.table import Table
 
-from workfleet.backend.auth import create_key
+from workfleet.backend.auth import create_key_offline
 from workfleet.backend.orchestrator import utc_now
 from workfleet.cli.common import ADMIN_KEY_FILE, BACKEND_URL_FILE, out, run, settings_or_exit
 from workfleet.cli.servers import serve_backend
@@ -24,8 +24,7 @@ from workfleet.observability.logging import configure_logging
 from workfleet.security.identity import Identity
 from workfleet.security.pki import PkiLayout, issue_locally
 from workfleet.security.tls import client_context
-from workfleet.settings import BackendSettings, ensure_private_dir
-from workfleet.store.sql import SqlStore
+from workfleet.settings import BackendSettings, ensure_private_dir, sqlite_url
 
 TOKEN_FILE = "cluster.token"  # noqa: S105 - a file name, not a secret
 KINDS = ("backtesting", "training")
@@ -58,7 +57,10 @@ def up(
     """Start a backend and two local workers (backtesting, training) on SQLite."""
     data = ensure_private_dir(data_dir)
     token = _secret_file(data / TOKEN_FILE, lambda: secrets.token_urlsafe(32))
-    admin_key = _secret_file(data / ADMIN_KEY_FILE, lambda: run(_first_admin_key(data)))
+    admin_key = _secret_file(
+        data / ADMIN_KEY_FILE,
+        lambda: run(create_key_offline(sqlite_url(data), "admin", "admin", utc_now)),
+    )
     if auth_mode == "mtls":
         settings_or_exit(lambda: _local_pki(data))
     settings = BackendSettings(
@@ -92,16 +94,6 @@ def _secret_file(path: Path, make: Callable[[], str]) -> str:
         path.touch(mode=0o600)
         path.write_text(value + "\n")
     return path.read_text().strip()
-
-
-async def _first_admin_key(data: Path) -> str:
-    store = SqlStore(f"sqlite:///{(data / 'workfleet.db').resolve()}")
-    await store.open()
-    try:
-        _, raw = await create_key(store, "admin", "admin", utc_now)
-    finally:
-        await store.close()
-    return raw
 
 
 async def _up(

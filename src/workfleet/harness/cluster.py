@@ -18,12 +18,14 @@ from typing import Any
 
 import httpx
 
+from workfleet.backend.auth import create_key_offline
+from workfleet.backend.orchestrator import utc_now
 from workfleet.client import Client
 from workfleet.harness.proxy import Proxy
 from workfleet.security.identity import Identity
 from workfleet.security.pki import issue_locally
 from workfleet.security.tls import client_context
-from workfleet.settings import TlsPaths
+from workfleet.settings import TlsPaths, sqlite_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,8 +214,10 @@ class Cluster:
         return done.stdout.decode().strip()
 
     async def start_backend(self) -> Process:
-        if not self.admin_key:
-            self.admin_key = self.create_key()
+        if not self.admin_key:  # in-process: a `keys create` process per cluster costs a second
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            url = sqlite_url(self.data_dir)
+            self.admin_key = await create_key_offline(url, "admin", "admin", utc_now)
         if (
             self.auth_mode == "mtls"
             and not (self.data_dir / "pki" / "issued" / "backend.crt").exists()
