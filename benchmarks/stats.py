@@ -1,13 +1,13 @@
-"""Percentiles and latency summaries, standard library only: every benchmark (and every side of
-benchmarks/peers, whichever venv runs it) computes its columns with these same definitions."""
+"""Latency summaries for every benchmark (and every side of benchmarks/peers, whichever venv runs
+it). `percentile` is the one of the loadtest scenarios (workfleet/harness/stats.py, standard
+library only); src/ goes on the path because the peers' venv does not install workfleet."""
 
 import statistics
+import sys
+from pathlib import Path
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from workfleet.harness.stats import percentile
 
 
 def summary(values_s: list[float]) -> dict[str, float]:

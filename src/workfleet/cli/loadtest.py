@@ -3,7 +3,6 @@ the ledger check (harness/scenarios/, harness/ledger.py). Exit status 1 when an 
 breaks or the scenario's expectation fails."""
 
 import asyncio
-import itertools
 import json
 import sys
 import tempfile
@@ -15,16 +14,9 @@ from rich.markup import escape
 
 from workfleet.cli.common import err, fail, out
 from workfleet.harness.nemesis import Schedule
+from workfleet.harness.report import write_report
 from workfleet.harness.run import Options, Result
 from workfleet.harness.scenarios import SCENARIOS, run_scenario
-
-STATE_COLOURS = {
-    "available": "#4caf50",
-    "busy": "#1976d2",
-    "draining": "#ff9800",
-    "temporarily_unavailable": "#e53935",
-    "absent": "#d0d0d0",
-}
 
 
 def loadtest(
@@ -86,7 +78,7 @@ def loadtest(
     if report is not None:
         report.mkdir(parents=True, exist_ok=True)
         result = asyncio.run(run_scenario(scenario, opts, report / "cluster", say))
-        _write_report(result, report)
+        write_report(result, report)
     else:
         with tempfile.TemporaryDirectory(prefix="workfleet-loadtest-") as root:
             result = asyncio.run(run_scenario(scenario, opts, Path(root), say))
@@ -98,12 +90,25 @@ def loadtest(
         raise typer.Exit(1)
 
 
+def _figure(value: Any) -> str:
+    """A latency distribution (stats.distribution) on one line, in the order one reads it:
+    the count the tail rests on, then the percentiles; anything else as it is."""
+    if isinstance(value, dict) and "p50_ms" in value:
+        quantiles = " ".join(
+            f"{name.removesuffix('_ms').replace('_', '.')}={value[name]:.1f}"
+            for name in ("p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms")
+            if name in value
+        )
+        return f"N={value['n']}  {quantiles} ms"
+    return str(value)
+
+
 def _summary(result: Result) -> None:
     data = result.to_dict()
     verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
     out.print(f"{result.scenario}: {verdict}")
     for name, value in data["figures"].items():
-        out.print(f"  {name}: {value}", highlight=False)
+        out.print(f"  {name}: {_figure(value)}", highlight=False, soft_wrap=True)
     for name, ok in result.checks.items():
         out.print(f"  check {name}: {'ok' if ok else '[red]no[/red]'}")
     ledger = data["ledger"]
@@ -128,73 +133,3 @@ def _summary(result: Result) -> None:
         out.print("  (backend restarted: its counters were not compared with the ledger)")
     for name, ids in ledger["samples"].items():
         out.print(f"  [red]{name}[/red]: {', '.join(map(str, ids))}", highlight=False)
-
-
-def _write_report(result: Result, directory: Path) -> None:
-    (directory / "report.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    if result.schedule is not None:
-        (directory / "schedule.json").write_text(result.schedule.to_json() + "\n")
-    import matplotlib as mpl
-
-    mpl.use("Agg")
-    _throughput_chart(result, directory / "throughput.png")
-    _workers_chart(result, directory / "workers.png")
-
-
-def _mark_faults(axes: Any, result: Result) -> None:
-    for mark in result.marks:
-        axes.axvline(mark.t, color="#e53935", linewidth=0.8, alpha=0.6)
-        axes.annotate(
-            mark.label,
-            (mark.t, 1.0),
-            xycoords=("data", "axes fraction"),
-            rotation=90,
-            fontsize=6,
-            va="top",
-            ha="right",
-        )
-
-
-def _throughput_chart(result: Result, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(10, 4))
-    done = result.finished_at
-    if done:
-        end = int(max(done)) + 1
-        axes.hist(done, bins=range(0, end + 1), color="#1976d2", label="completed per second")
-        cumulative = axes.twinx()
-        cumulative.plot(done, range(1, len(done) + 1), color="#333333", label="total")
-        cumulative.set_ylabel("operations finished")
-    axes.set_xlabel("seconds since start")
-    axes.set_ylabel("per second")
-    axes.set_title(f"{result.scenario}: throughput (red: faults)")
-    _mark_faults(axes, result)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def _workers_chart(result: Result, path: Path) -> None:
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    names = sorted({name for _, states in result.samples if states for name in states})
-    figure, axes = plt.subplots(figsize=(10, 1 + 0.35 * max(1, len(names))))
-    samples = result.samples
-    for (t, states), (t_next, _) in itertools.pairwise(samples):
-        if states is None:
-            axes.axvspan(t, t_next, color="#9e9e9e", alpha=0.4, linewidth=0)
-            continue
-        for row, name in enumerate(names):
-            state = states.get(name, "absent")
-            axes.broken_barh([(t, t_next - t)], (row - 0.4, 0.8), color=STATE_COLOURS[state])
-    axes.set_yticks(range(len(names)), names)
-    axes.set_xlabel("seconds since start (grey band: backend down)")
-    axes.set_title(f"{result.scenario}: worker states (red lines: faults)")
-    _mark_faults(axes, result)
-    handles = [Patch(color=colour, label=state) for state, colour in STATE_COLOURS.items()]
-    axes.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)

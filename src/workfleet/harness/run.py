@@ -58,6 +58,8 @@ class Result:
     marks: list[Mark] = field(default_factory=list)
     samples: list[tuple[float, dict[str, str] | None]] = field(default_factory=list)
     finished_at: list[float] = field(default_factory=list)  # per completed op, since start
+    # named latency series, (seconds since start, latency in seconds), for the latency chart
+    latencies: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     schedule: Schedule | None = None
 
     @property
