@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from workfleet.client import ApiError, BackendUnreachable
 from workfleet.harness.cluster import Cluster, Process, wait_for
 from workfleet.harness.ledger import (
@@ -28,7 +30,8 @@ from workfleet.harness.ledger import (
     reconcile,
 )
 from workfleet.harness.nemesis import Schedule
-from workfleet.protocol import OperationView
+from workfleet.harness.proxy import Proxy
+from workfleet.protocol import OperationView, WorkerHealth
 
 
 @dataclass
@@ -205,6 +208,33 @@ class Run:
         page = await self.client.workers()
         return next((w.status for w in page.items if w.worker_id == worker_id), None)
 
+    async def worker_health(self, worker_id: str) -> WorkerHealth | None:
+        """The worker's own /health, asked directly, not proxied (None: it does not answer)."""
+        url = f"http://127.0.0.1:{self.worker(worker_id).port}/health"
+        headers = {"Authorization": f"Bearer {self.cluster.token}"}
+        try:
+            async with httpx.AsyncClient(trust_env=False) as http:
+                response = await http.get(url, headers=headers, timeout=5)
+        except httpx.HTTPError:
+            return None
+        response.raise_for_status()
+        return WorkerHealth.model_validate_json(response.content)
+
+    def backend_events(self, event: str) -> list[dict[str, Any]]:
+        """The backend's JSON log lines of one event, over all its restarts, in order."""
+        assert self.cluster.backend is not None
+        found = []
+        for line in self.cluster.backend.log().splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("event") == event:
+                    found.append(record)
+        return found
+
+    def executions(self) -> list[dict[str, Any]]:
+        """Every worker's execution log so far: what really started and ended, where."""
+        return executions(self.cluster.execution_logs())
+
     # ---- hurting ------------------------------------------------------------------------------
 
     def worker(self, worker_id: str) -> Process:
@@ -228,10 +258,19 @@ class Run:
         self.worker(worker_id).signal(signal.SIGCONT)
         self.mark(f"resume {worker_id}")
 
-    def partition(self, worker_id: str, direction: str = "both", *, heal: bool = False) -> None:
+    def proxies(self, worker_id: str, direction: str = "both") -> tuple[Proxy, ...]:
+        """A proxied worker's links: "in" carries the backend's calls to it (dispatch, health,
+        cancel), "out" its calls to the backend (registration, session, reports)."""
         inbound, outbound = self.worker(worker_id).extra["proxies"]
-        chosen = {"both": (inbound, outbound), "in": (inbound,), "out": (outbound,)}[direction]
-        for proxy in chosen:
+        chosen: tuple[Proxy, ...] = {
+            "both": (inbound, outbound),
+            "in": (inbound,),
+            "out": (outbound,),
+        }[direction]
+        return chosen
+
+    def partition(self, worker_id: str, direction: str = "both", *, heal: bool = False) -> None:
+        for proxy in self.proxies(worker_id, direction):
             proxy.heal() if heal else proxy.partition()
         self.mark(f"{'heal' if heal else 'partition'} {worker_id} ({direction})")
 
@@ -356,3 +395,11 @@ async def unfinished(run: Run) -> int:
     except BackendUnreachable:
         return 10**6
     return len(page.items)
+
+
+async def keep_fed(run: Run, target: int, op_s: float, stop: asyncio.Event) -> None:
+    """Keep about `target` operations queued or running until `stop` is set."""
+    while not stop.is_set():
+        for _ in range(max(0, target - await unfinished(run))):
+            await run.submit(sleep_params(op_s), deadline_s=30)
+        await asyncio.sleep(0.5)

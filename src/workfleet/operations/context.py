@@ -2,6 +2,10 @@
 
 from typing import Any, Protocol
 
+# The pid of the worker process running an operation, in its executors' environment: only for
+# the diagnostic `crash_worker` (a test's poison operation), never for real workloads.
+WORKER_PID_ENV = "WORKFLEET_WORKER_PID"
+
 
 class Cancelled(Exception):
     """Raise (or let `ctx.raise_if_cancelled()` raise) to stop after a cancel request."""

@@ -21,6 +21,7 @@ from pydantic_core import PydanticSerializationError
 from workfleet.domain.operations import Lease
 from workfleet.observability import tracing
 from workfleet.observability.logging import child_setup as logging_setup
+from workfleet.operations.context import WORKER_PID_ENV
 from workfleet.protocol import Progress
 from workfleet.worker.executor import executor_main
 
@@ -132,6 +133,7 @@ class Runner:
         self._spawning: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        os.environ[WORKER_PID_ENV] = str(os.getpid())  # inherited by the forkserver's children
         _MP.set_forkserver_preload(
             ["workfleet.worker.executor", *self._preload, *tracing.preload_modules()]
         )

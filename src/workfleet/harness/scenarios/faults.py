@@ -6,7 +6,6 @@ import contextlib
 import random
 import time
 
-from workfleet.client import BackendUnreachable
 from workfleet.harness.ledger import TERMINAL, BackendMetrics
 from workfleet.harness.nemesis import Step, generate
 from workfleet.harness.run import (
@@ -17,11 +16,12 @@ from workfleet.harness.run import (
     busy_worker,
     fleet,
     heal_all,
+    keep_fed,
     options_of,
     sleep_params,
     status_is,
-    unfinished,
 )
+from workfleet.protocol import OperationView
 
 
 async def cascading(run: Run, opts: Options) -> Result:
@@ -114,42 +114,51 @@ async def frozen(run: Run, opts: Options) -> Result:
 
 
 async def poison(run: Run, opts: Options) -> Result:
-    """An operation that takes its worker down every time it runs (emulated: the harness
-    SIGKILLs whichever worker process starts it, then starts that worker again): it fails
-    after the backend's attempt budget, the other operations complete."""
+    """An operation that takes down every worker that runs it (diagnostic `crash_worker`
+    SIGKILLs its worker process); the harness notices each death and starts that worker
+    again. The operation fails after the backend's attempt budget, having cost at most that
+    many workers; the other operations complete."""
     workers, count = opts.workers or 4, opts.operations or 20
     op_s = opts.op_seconds or 0.5
-    await fleet(run, workers)
-    poisoned = await run.submit(sleep_params(30.0, "poison"))
+    budget = opts.max_losses or 3  # the backend's default attempt budget
+    names = await fleet(run, workers)
+    poisoned = await run.submit({"action": "crash_worker"})
     assert poisoned is not None
     await run.submit_all(count, sleep_params(op_s))
-    killed: list[str] = []
+    stop = asyncio.Event()
+    reviving = asyncio.create_task(revive_the_dead(run, names, stop))
 
-    async def killer() -> None:
-        attempts_hit: set[int] = set()
-        while True:
-            with contextlib.suppress(BackendUnreachable):
-                op = await run.operation(poisoned)
-                if op.status in TERMINAL:
-                    return
-                if op.status == "running" and op.worker_id and op.attempt not in attempts_hit:
-                    attempts_hit.add(op.attempt)
-                    killed.append(op.worker_id)
-                    run.kill(op.worker_id)
-                    await run.restart(op.worker_id)
-            await asyncio.sleep(0.05)
+    async def final() -> OperationView | None:
+        op = await run.operation(poisoned)
+        return op if op.status in TERMINAL else None
 
-    await asyncio.wait_for(killer(), timeout=120)
+    await run.wait_until(final, "the poison operation to end", 120)
     result = await run.finish("poison", options_of(opts, workers, count, op_s), drain_s=90)
-    final = await run.operation(poisoned)
+    stop.set()
+    died = await reviving
+    ended = await run.operation(poisoned)
     result.figures |= {
-        "poison_status": final.status,
-        "poison_error": final.error.message if final.error else None,
-        "workers_killed": len(killed),
+        "poison_status": ended.status,
+        "poison_error": f"{ended.error.type}: {ended.error.message}" if ended.error else None,
+        "workers_killed": len(died),
     }
-    result.checks["poison_failed"] = final.status == "failed"
+    result.checks["poison_failed"] = ended.status == "failed" and ended.error is not None
+    result.checks["at_most_budget_workers_lost"] = 1 <= len(died) <= budget
     result.checks["others_completed"] = result.ledger.outcomes.get("completed", 0) == count
     return result
+
+
+async def revive_the_dead(run: Run, names: list[str], stop: asyncio.Event) -> list[str]:
+    """Start again each worker whose process died, until `stop`; returns who died, in order."""
+    died: list[str] = []
+    while not stop.is_set():
+        for name in names:
+            if not run.worker(name).alive():
+                died.append(name)
+                run.mark(f"{name} died (exit {run.worker(name).popen.returncode})")
+                await run.restart(name)
+        await asyncio.sleep(0.05)
+    return died
 
 
 async def backend_kill(run: Run, opts: Options) -> Result:
@@ -189,15 +198,7 @@ async def nemesis(run: Run, opts: Options) -> Result:
     schedule = opts.schedule or generate(opts.seed, names, opts.duration_s)
     run.say(schedule.describe())
     stop = asyncio.Event()
-
-    async def feed() -> None:  # keep about two operations per worker queued or running
-        while not stop.is_set():
-            pending = await unfinished(run)
-            for _ in range(max(0, 2 * workers - pending)):
-                await run.submit(sleep_params(op_s), deadline_s=30)
-            await asyncio.sleep(0.5)
-
-    feeding = asyncio.create_task(feed())
+    feeding = asyncio.create_task(keep_fed(run, 2 * workers, op_s, stop))  # 2 per worker
     began = time.monotonic()
     for step in schedule.steps:
         await asyncio.sleep(max(0.0, step.at_s - (time.monotonic() - began)))
