@@ -10,9 +10,11 @@ from pathlib import Path
 
 from workfleet.harness.cluster import FAST, Cluster
 from workfleet.harness.run import Options, Result, Run, Scenario
-from workfleet.harness.scenarios import faults, load
+from workfleet.harness.scenarios import faults, lifecycle, links, load
 
-SCENARIOS: dict[str, Scenario] = load.SCENARIOS | faults.SCENARIOS
+SCENARIOS: dict[str, Scenario] = (
+    load.SCENARIOS | faults.SCENARIOS | links.SCENARIOS | lifecycle.SCENARIOS
+)
 
 
 async def run_scenario(
