@@ -175,6 +175,9 @@ class WorkerSettings(_Common):
     shutdown_grace_s: float = Field(30.0, ge=0)
     progress_report_interval_s: float = Field(0.5, gt=0)
     register_backoff_max_s: float = Field(5.0, gt=0)
+    backend_timeout_s: float = Field(
+        10.0, gt=0, description="wait for the backend's answer; a lost one holds reports this long"
+    )
     memory_gb: float | None = None
     cores: int | None = None
     labels: Annotated[dict[str, str], NoDecode] = Field(

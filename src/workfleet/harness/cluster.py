@@ -42,6 +42,7 @@ class Timing:
     shutdown_grace_s: float = 5.0
     progress_report_interval_s: float = 0.1
     register_backoff_max_s: float = 0.5
+    backend_timeout_s: float = 3.0
 
     def backend_env(self) -> dict[str, str]:
         return {
@@ -59,11 +60,12 @@ class Timing:
             "WORKFLEET_SHUTDOWN_GRACE_S": str(self.shutdown_grace_s),
             "WORKFLEET_PROGRESS_REPORT_INTERVAL_S": str(self.progress_report_interval_s),
             "WORKFLEET_REGISTER_BACKOFF_MAX_S": str(self.register_backoff_max_s),
+            "WORKFLEET_BACKEND_TIMEOUT_S": str(self.backend_timeout_s),
         }
 
 
 FAST = Timing()
-DEFAULT = Timing(10.0, 5.0, 3, 300.0, 1.0, 10.0, 5.0, 30.0, 0.5, 5.0)
+DEFAULT = Timing(10.0, 5.0, 3, 300.0, 1.0, 10.0, 5.0, 30.0, 0.5, 5.0, 10.0)
 
 
 def free_port() -> int:

@@ -164,7 +164,7 @@ def backend_client(settings: WorkerSettings) -> tuple[httpx.AsyncClient, ssl.SSL
         base_url=settings.backend_url.rstrip("/"),
         trust_env=False,
         headers={} if mtls else auth_header(settings.cluster_secrets),
-        timeout=10.0,
+        timeout=settings.backend_timeout_s,
         verify=tls if tls is not None else True,
     )
     tracing.instrument_client(client)  # tracing on: reports and fetches carry the traceparent
