@@ -11,6 +11,7 @@ import httpx
 
 from workfleet.protocol import (
     ArtifactsPage,
+    AuditPage,
     DatasetsPage,
     DatasetView,
     KeyCreated,
@@ -246,3 +247,9 @@ class Client:
 
     async def metrics(self) -> str:
         return (await self._call("GET", "/metrics")).text
+
+    async def audit(self, *, after_seq: int = 0, limit: int = 500) -> AuditPage:
+        """One page of the audit log, in chain order after `after_seq` (admin keys only)."""
+        params = {"after_seq": after_seq, "limit": limit}
+        response = await self._call("GET", "/api/v1/audit", params=params)
+        return AuditPage.model_validate_json(response.content)

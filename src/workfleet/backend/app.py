@@ -57,7 +57,9 @@ def create_app(
     store: Store | None = None,
     gateway: WorkerGateway | None = None,
     clock: Callable[[], datetime] = utc_now,
+    orchestrator_type: type[Orchestrator] = Orchestrator,
 ) -> FastAPI:
+    """`orchestrator_type`: another only for the checker's self-test (harness/broken.py)."""
     store = store or SqlStore(settings.resolved_database_url())
     mtls = settings.auth_mode == "mtls"
     tls = settings.tls_paths("backend") if mtls else None
@@ -79,7 +81,7 @@ def create_app(
         placement=settings.placement,
         aging_interval_s=settings.aging_interval_s,
     )
-    orchestrator = Orchestrator(
+    orchestrator = orchestrator_type(
         store,
         gateway,
         operation_types=load_operation_types(),

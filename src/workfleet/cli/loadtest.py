@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 
 from workfleet.cli.common import err, fail, out
+from workfleet.harness import broken
 from workfleet.harness.nemesis import Schedule
 from workfleet.harness.report import write_report
 from workfleet.harness.run import Options, Result
@@ -47,6 +48,15 @@ def loadtest(
             "cascading: one more than the kills).",
         ),
     ] = None,
+    break_backend: Annotated[
+        str | None,
+        typer.Option(
+            "--break-backend",
+            hidden=True,
+            help="The checker's self-test: run a deliberately broken backend "
+            f"({', '.join(broken.MODES)}); the ledger must fail.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     report: Annotated[
         Path | None,
@@ -56,6 +66,8 @@ def loadtest(
     """Start a backend and workers here, run a load or fault scenario, check the ledger."""
     if scenario not in SCENARIOS:
         fail(f"unknown scenario {scenario!r}; one of: {', '.join(SCENARIOS)}", 2)
+    if break_backend is not None and break_backend not in broken.MODES:
+        fail(f"unknown --break-backend {break_backend!r}; one of: {', '.join(broken.MODES)}", 2)
     if report is not None:
         try:
             import matplotlib  # noqa: F401 - optional: only for the charts of --report
@@ -69,7 +81,16 @@ def loadtest(
             replay = Schedule.from_json(json.dumps(data.get("schedule") or data))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             fail(f"cannot read the schedule {schedule}: {exc}", 2)
-    opts = Options(workers, operations, seed, duration, op_seconds, replay, max_losses)
+    opts = Options(
+        workers,
+        operations,
+        seed,
+        duration,
+        op_seconds,
+        replay,
+        max_losses,
+        break_backend=break_backend,
+    )
 
     def say(line: str) -> None:
         err.print(line, highlight=False, markup=False)

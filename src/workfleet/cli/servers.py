@@ -1,15 +1,19 @@
 """`workfleet backend`, `workfleet worker`: the only place servers are started."""
 
 import asyncio
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
+import structlog
 import typer
 from fastapi import FastAPI
 
 from workfleet.backend.app import create_app
+from workfleet.backend.orchestrator import Orchestrator
 from workfleet.cli.common import fail, given, settings_or_exit
+from workfleet.harness import broken
 from workfleet.observability import tracing
 from workfleet.observability.logging import configure_logging
 from workfleet.security.tls import ReloadingServerTls, check_files
@@ -25,13 +29,16 @@ from workfleet.settings import (
 from workfleet.worker.app import create_worker_app, drain, offered_operation_types
 from workfleet.worker.certificates import enroll_if_needed, own_paths
 
+log = structlog.get_logger(__name__)
+
 
 async def serve_backend(
     settings: BackendSettings,
     started: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    orchestrator_type: type[Orchestrator] = Orchestrator,
 ) -> None:
-    app = create_app(settings)
+    app = create_app(settings, orchestrator_type=orchestrator_type)
     # clients may come with an API key and no certificate; workers prove their identity
     tls = _server_tls(
         settings,
@@ -231,7 +238,7 @@ def backend(
     )
     settings_or_exit(lambda: tracing.configure("workfleet-backend"))  # on only by OTEL_*
     _warn_if_open(settings.auth_mode)
-    asyncio.run(serve_backend(settings))
+    asyncio.run(serve_backend(settings, orchestrator_type=_test_break()))
 
 
 def worker(
@@ -323,6 +330,25 @@ def worker(
     settings_or_exit(lambda: tracing.configure("workfleet-worker", instance_id=worker_id))
     _warn_if_open(settings.auth_mode)
     asyncio.run(serve_worker(settings))
+
+
+def _test_break() -> type[Orchestrator]:
+    """The real orchestrator, unless the checker's self-test asks for a broken one (read once,
+    here: the production path pays nothing per request)."""
+    mode = os.environ.get(broken.ENV)
+    if not mode:
+        return Orchestrator
+    try:
+        chosen = broken.broken_orchestrator(mode)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    log.warning(
+        "backend_deliberately_broken",
+        mode=mode,
+        detail=f"{broken.ENV} is set: this backend breaks its guarantees on purpose, for the "
+        "ledger checker's self-test only: " + " ".join((chosen.__doc__ or "").split()),
+    )
+    return chosen
 
 
 def _warn_if_open(mode: AuthMode) -> None:

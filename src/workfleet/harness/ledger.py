@@ -8,14 +8,14 @@ the same operation are allowed and counted (`duplicate_executions`)."""
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from workfleet.protocol import OperationView
+from workfleet.protocol import AuditRecordView, OperationView
 
 TERMINAL = ("completed", "failed", "cancelled")
 
@@ -222,14 +222,17 @@ def reconcile(
     runs: Iterable[dict[str, Any]],
     records: Iterable[Record],
     metrics: BackendMetrics | None = None,
+    transitions: Mapping[str, int] | None = None,
 ) -> Reconciliation:
     """`history`: the client's; `runs`: every worker's execution-log lines; `records`: every
     operation the backend lists at the end (all pages); `metrics`: its counters, or None when
-    they do not cover the whole run (the backend restarted).
+    they do not cover the whole run (the backend restarted); `transitions`: terminal
+    transitions per operation in the backend's audit trail (`terminal_transitions`), or None.
 
     lost: acknowledged, and the backend has no record of it. stuck: recorded, not final.
     double_terminal: listed twice, or final in one state (or attempt) when the client saw it
-    and in another at the end, or an attempt started after the recorded final one.
+    and in another at the end, or an attempt started after the recorded final one, or made
+    final more than once by the audit trail (even if nobody saw the first end).
     unexpected: a record or an execution of an operation nobody was told exists (up to the
     number of indeterminate submits, records are `recovered` instead). stale_accepted: a
     recorded outcome no worker produced for that attempt (a result from a superseded lease,
@@ -241,6 +244,9 @@ def reconcile(
         if record.operation_id in by_id:
             report.double_terminal.append(record.operation_id)
         by_id[record.operation_id] = record
+    for op_id, count in sorted((transitions or {}).items()):
+        if count > 1 and op_id not in report.double_terminal:
+            report.double_terminal.append(op_id)
     index = _Runs(runs)
     report.executions = sum(index.started.values())
     report.duplicate_executions = sum(max(0, n - 1) for n in index.started.values())
@@ -265,6 +271,15 @@ def reconcile(
         report.metrics_checked = True
         report.metrics_mismatch = _compare_metrics(metrics, by_id.values())
     return report
+
+
+def terminal_transitions(audit: Iterable[AuditRecordView]) -> Counter[str]:
+    """Per operation, how often the backend's audit trail says it became final (the
+    orchestrator notes `operation.complete` once per terminal transition, whatever the
+    outcome); more than once breaks C2 even where no client looked in between."""
+    return Counter(
+        r.target.removeprefix("operation:") for r in audit if r.action == "operation.complete"
+    )
 
 
 def _read_history(report: Reconciliation, history: History) -> set[str]:

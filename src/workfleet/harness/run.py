@@ -28,10 +28,11 @@ from workfleet.harness.ledger import (
     Record,
     executions,
     reconcile,
+    terminal_transitions,
 )
 from workfleet.harness.nemesis import Schedule
 from workfleet.harness.proxy import Proxy
-from workfleet.protocol import OperationView, WorkerHealth
+from workfleet.protocol import AuditRecordView, OperationView, WorkerHealth
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Options:
     op_seconds: float | None = None
     schedule: Schedule | None = None  # nemesis: replay this instead of generating one
     max_losses: int | None = None  # the backend's attempt budget (None: its default, 3)
+    break_backend: str | None = None  # the checker's self-test: a harness/broken.py mode
 
 
 @dataclass
@@ -176,6 +178,16 @@ class Run:
             self.history.observe(op.operation_id, op.status, op.attempt)
         return ops
 
+    async def audit_trail(self) -> list[AuditRecordView]:
+        """The backend's whole audit log (all pages)."""
+        found: list[AuditRecordView] = []
+        after: int | None = 0
+        while after is not None:
+            page = await self.client.audit(after_seq=after)
+            found += page.items
+            after = page.next_after_seq
+        return found
+
     async def drain(self, timeout_s: float) -> bool:
         """Until every acknowledged operation is final (False at the deadline)."""
         deadline = time.monotonic() + timeout_s
@@ -293,7 +305,9 @@ class Run:
         counters = BackendMetrics.parse(await self.client.metrics())
         metrics = counters if self.backend_restarts == 0 else None  # they restart with it
         runs = executions(self.cluster.execution_logs())
-        ledger = reconcile(self.history, runs, [Record.of(op) for op in ops], metrics)
+        transitions = terminal_transitions(await self.audit_trail())
+        records = [Record.of(op) for op in ops]
+        ledger = reconcile(self.history, runs, records, metrics, transitions)
         if metrics is None:
             ledger.stale_rejected = counters.stale.get("completion", 0.0)  # since the restart
         finished = sorted(

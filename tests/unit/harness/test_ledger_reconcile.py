@@ -1,11 +1,19 @@
 """The ledger checker on hand-made histories: a clean run passes, and each anomaly is
 counted under its own name (and only there)."""
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from workfleet.harness.ledger import BackendMetrics, History, Record, reconcile
+from workfleet.harness.ledger import (
+    BackendMetrics,
+    History,
+    Record,
+    reconcile,
+    terminal_transitions,
+)
+from workfleet.protocol import AuditRecordView
 
 pytestmark = pytest.mark.unit
 
@@ -22,6 +30,21 @@ def _finished(op: str, attempt: int, worker: str, outcome: str = "completed") ->
         "worker_id": worker,
         "outcome": outcome,
     }
+
+
+def _audit(action: str, op: str, outcome: str) -> AuditRecordView:
+    return AuditRecordView(
+        seq=1,
+        ts=datetime.now(UTC),
+        actor="system",
+        action=action,
+        target=f"operation:{op}",
+        outcome=outcome,
+        request_id=None,
+        detail={},
+        prev_hash="",
+        hash="",
+    )
 
 
 def _clean() -> tuple[History, list[dict[str, Any]], list[Record]]:
@@ -89,6 +112,22 @@ def test_an_attempt_started_after_the_final_one_is_double_terminal() -> None:
     report = reconcile(history, runs, records)
     assert report.double_terminal == ["op0"]
     assert report.duplicate_executions == 1
+
+
+def test_an_operation_the_audit_trail_made_final_twice_is_double_terminal() -> None:
+    """Completed, put back in the queue, run and completed again before the client looked:
+    the records and the logs look like a retry; only the backend's audit trail tells."""
+    history, runs, records = _clean()
+    history = History(e for e in history.events if e["kind"] != "observe")
+    runs += [_started("op0", 2, "w2"), _finished("op0", 2, "w2")]
+    records[0] = Record("op0", "completed", 2, "w2")
+    audit = [_audit("operation.complete", op, "completed") for op in ("op0", "op1", "op2", "op0")]
+    audit.append(_audit("operation.dispatch", "op1", "assigned"))
+    transitions = terminal_transitions(audit)
+    assert transitions == {"op0": 2, "op1": 1, "op2": 1}
+    assert reconcile(history, runs, records).valid  # without the trail: nothing to see
+    report = reconcile(history, runs, records, transitions=transitions)
+    assert report.double_terminal == ["op0"] and set(report.violations) == {"double_terminal"}
 
 
 def test_records_and_executions_nobody_submitted_are_unexpected() -> None:

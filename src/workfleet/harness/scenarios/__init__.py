@@ -8,6 +8,7 @@ Each module registers its scenarios in its own `SCENARIOS`; this one gathers the
 from collections.abc import Callable
 from pathlib import Path
 
+from workfleet.harness import broken
 from workfleet.harness.cluster import FAST, Cluster
 from workfleet.harness.run import Options, Result, Run, Scenario
 from workfleet.harness.scenarios import faults, lifecycle, links, load
@@ -24,6 +25,8 @@ async def run_scenario(
     env = scenario.backend_env(opts)
     if opts.max_losses is not None:
         env["WORKFLEET_MAX_LOSSES"] = str(opts.max_losses)
+    if opts.break_backend is not None:
+        env[broken.ENV] = opts.break_backend
     cluster = Cluster(root, timing=FAST, backend_env=env)
     await cluster.start_backend()
     run = Run(cluster, say)
@@ -31,6 +34,7 @@ async def run_scenario(
         await run.start_sampling()
         result = await scenario.play(run, opts)
         result.options["max_losses"] = int(env.get("WORKFLEET_MAX_LOSSES", 3))
+        result.options["break_backend"] = opts.break_backend
         return result
     finally:
         await run.client.close()
