@@ -2,17 +2,24 @@
 from its JSON, so any failing run can be run again exactly (as Jepsen and etcd do).
 
 Each fault is followed by its repair before the schedule ends: kill -> restart (the same
-worker id), pause (SIGSTOP) -> resume (SIGCONT), partition -> heal. A partition has a
-direction: `both`, `in` (backend -> worker calls stall: dispatches, health checks) or `out`
-(worker -> backend calls stall: registration, results)."""
+worker id), pause (SIGSTOP) -> resume (SIGCONT), partition -> heal, slow (latency with jitter
+on the worker's links) -> heal. A partition or a slow link has a direction: `both`, `in`
+(backend -> worker calls: dispatches, health checks) or `out` (worker -> backend calls:
+registration, results)."""
 
 import json
 import random
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-Action = Literal["kill", "restart", "pause", "resume", "partition", "heal"]
-FAULTS: dict[Action, Action] = {"kill": "restart", "pause": "resume", "partition": "heal"}
+Action = Literal["kill", "restart", "pause", "resume", "partition", "slow", "heal"]
+FAULTS: dict[Action, Action] = {
+    "kill": "restart",
+    "pause": "resume",
+    "partition": "heal",
+    "slow": "heal",
+}
+LINK_FAULTS = ("partition", "slow")  # the ones with a direction
 DIRECTIONS = ("both", "in", "out")
 
 
@@ -21,7 +28,7 @@ class Step:
     at_s: float
     action: Action
     target: str
-    direction: str | None = None  # partitions and heals only
+    direction: str | None = None  # link faults and their heals only
 
     def describe(self) -> str:
         how = f" ({self.direction})" if self.direction else ""
@@ -64,7 +71,7 @@ def generate(
     *,
     gap_s: tuple[float, float] = (2.0, 4.0),
     hold_s: tuple[float, float] = (1.0, 5.0),
-    faults: tuple[Action, ...] = ("kill", "pause", "partition"),
+    faults: tuple[Action, ...] = ("kill", "pause", "partition", "slow"),
     max_faulty: int | None = None,
 ) -> Schedule:
     """A fault every `gap_s` (uniform), each held `hold_s` (uniform) then repaired, on a
@@ -81,12 +88,11 @@ def generate(
         t = round(t, 2)
         free = [w for w in targets if busy_until.get(w, -1.0) + 0.5 < t]  # a moment to recover
         faulty = sum(1 for until in busy_until.values() if until >= t)
-        hold = rng.uniform(*hold_s)
-        if free and faulty < limit and t + hold <= duration_s:
+        end = round(t + rng.uniform(*hold_s), 2)
+        if free and faulty < limit and end <= duration_s:
             target = rng.choice(free)
             fault: Action = rng.choice(faults)
-            direction = rng.choice(DIRECTIONS) if fault == "partition" else None
-            end = round(t + hold, 2)
+            direction = rng.choice(DIRECTIONS) if fault in LINK_FAULTS else None
             steps += [
                 Step(t, fault, target, direction),
                 Step(end, FAULTS[fault], target, direction),

@@ -53,3 +53,11 @@ def test_a_schedule_with_an_unknown_action_is_refused() -> None:
             '{"seed": 1, "duration_s": 5, "steps": [{"at_s": 1, "action": '
             '"explode", "target": "w1"}]}'
         )
+
+
+def test_link_faults_have_a_direction_and_process_faults_none() -> None:
+    steps = generate(3, WORKERS, 120).steps
+    assert {s.action for s in steps} >= {"kill", "pause", "partition", "slow"}
+    for step in steps:
+        link = step.action in ("partition", "slow", "heal")
+        assert (step.direction in ("both", "in", "out")) if link else step.direction is None

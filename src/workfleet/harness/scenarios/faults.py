@@ -1,5 +1,5 @@
 """Fault scenarios: processes killed, paused, cut off or restarted while operations run; a
-seeded random mix of all of them (nemesis)."""
+seeded random mix of all of them and of slow links (nemesis)."""
 
 import asyncio
 import contextlib
@@ -21,6 +21,7 @@ from workfleet.harness.run import (
     sleep_params,
     status_is,
 )
+from workfleet.harness.scenarios.links import DELAY_S, JITTER_S
 from workfleet.protocol import OperationView
 
 
@@ -207,10 +208,19 @@ async def nemesis(run: Run, opts: Options) -> Result:
     stop.set()
     await feeding
     await heal_all(run, names)
+    healed_at = run.now()
+    run.mark("all healed")
+    await run.wait_until(lambda: all_working(run, names), "every worker back", 60)
+    fleet_back_s = run.now() - healed_at
     options = options_of(opts, workers, None, op_s) | {"duration_s": schedule.duration_s}
     result = await run.finish("nemesis", options, drain_s=120)
     result.schedule = schedule
-    result.figures["steps"] = len(schedule.steps)
+    result.figures |= {
+        "steps": len(schedule.steps),
+        "fleet_back_after_heal_s": round(fleet_back_s, 2),
+        # the recovery time: from the last heal until the last operation is final
+        "recovered_after_heal_s": round(max(result.finished_at, default=healed_at) - healed_at, 2),
+    }
     result.checks["all_completed"] = result.ledger.outcomes.get("completed", 0) == len(
         run.history.acknowledged()
     )
@@ -218,7 +228,11 @@ async def nemesis(run: Run, opts: Options) -> Result:
 
 
 async def _apply(run: Run, step: Step) -> None:
-    if step.action == "kill":
+    if step.action == "slow":
+        for proxy in run.proxies(step.target, step.direction or "both"):
+            proxy.latency(DELAY_S, JITTER_S)
+        run.mark(f"slow {step.target} ({step.direction})")
+    elif step.action == "kill":
         run.kill(step.target)
     elif step.action == "restart":
         await run.restart(step.target, proxied=True)
@@ -228,6 +242,11 @@ async def _apply(run: Run, step: Step) -> None:
         run.resume(step.target)
     else:
         run.partition(step.target, step.direction or "both", heal=step.action == "heal")
+
+
+async def all_working(run: Run, names: list[str]) -> bool:
+    states = {w.worker_id: w.status for w in (await run.client.workers()).items}
+    return all(states.get(name) in ("available", "busy") for name in names)
 
 
 def _cascading_env(opts: Options) -> dict[str, str]:
