@@ -275,11 +275,16 @@ def reconcile(
 
 def terminal_transitions(audit: Iterable[AuditRecordView]) -> Counter[str]:
     """Per operation, how often the backend's audit trail says it became final (the
-    orchestrator notes `operation.complete` once per terminal transition, whatever the
-    outcome); more than once breaks C2 even where no client looked in between."""
-    return Counter(
-        r.target.removeprefix("operation:") for r in audit if r.action == "operation.complete"
-    )
+    orchestrator notes `operation.complete` once per terminal transition, with the attempt);
+    more than once breaks C2 even where no client looked in between. The same attempt and
+    outcome noted twice is one transition: the note can be durable before the operation's
+    row, and a backend killed in between accepts the worker's resent result once more."""
+    distinct = {
+        (r.target.removeprefix("operation:"), r.detail.get("attempt"), r.outcome)
+        for r in audit
+        if r.action == "operation.complete"
+    }
+    return Counter(op_id for op_id, _, _ in distinct)
 
 
 def _read_history(report: Reconciliation, history: History) -> set[str]:

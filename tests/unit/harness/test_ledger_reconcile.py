@@ -32,7 +32,7 @@ def _finished(op: str, attempt: int, worker: str, outcome: str = "completed") ->
     }
 
 
-def _audit(action: str, op: str, outcome: str) -> AuditRecordView:
+def _audit(action: str, op: str, outcome: str, attempt: int = 1) -> AuditRecordView:
     return AuditRecordView(
         seq=1,
         ts=datetime.now(UTC),
@@ -41,7 +41,7 @@ def _audit(action: str, op: str, outcome: str) -> AuditRecordView:
         target=f"operation:{op}",
         outcome=outcome,
         request_id=None,
-        detail={},
+        detail={"attempt": attempt},
         prev_hash="",
         hash="",
     )
@@ -121,8 +121,12 @@ def test_an_operation_the_audit_trail_made_final_twice_is_double_terminal() -> N
     history = History(e for e in history.events if e["kind"] != "observe")
     runs += [_started("op0", 2, "w2"), _finished("op0", 2, "w2")]
     records[0] = Record("op0", "completed", 2, "w2")
-    audit = [_audit("operation.complete", op, "completed") for op in ("op0", "op1", "op2", "op0")]
-    audit.append(_audit("operation.dispatch", "op1", "assigned"))
+    audit = [_audit("operation.complete", op, "completed") for op in ("op0", "op1", "op2")]
+    audit += [
+        _audit("operation.complete", "op0", "completed", attempt=2),
+        _audit("operation.complete", "op1", "completed"),  # noted again: one transition
+        _audit("operation.dispatch", "op1", "assigned"),
+    ]
     transitions = terminal_transitions(audit)
     assert transitions == {"op0": 2, "op1": 1, "op2": 1}
     assert reconcile(history, runs, records).valid  # without the trail: nothing to see
