@@ -73,6 +73,7 @@ def check(recorded: Iterable[OperationView], logs: Iterable[Path]) -> Ledger:
 # ---- the full reconciliation (issue 7): client history x execution logs x backend records ----
 
 INVARIANTS = ("lost", "stuck", "double_terminal", "unexpected", "stale_accepted")
+CLOCK_ROUNDING_S = 0.001  # the backend stores times to the microsecond, the logs as floats
 SAMPLE = 10  # ids shown per anomaly in a report
 
 
@@ -128,11 +129,13 @@ class Record:
     attempt: int = 0
     worker_id: str | None = None
     error_type: str | None = None
+    finished_at: float | None = None  # epoch seconds, as the backend recorded the end
 
     @classmethod
     def of(cls, op: OperationView) -> "Record":
         error = op.error.type if op.error is not None else None
-        return cls(op.operation_id, op.status, op.attempt, op.worker_id, error)
+        finished = op.finished_at.timestamp() if op.finished_at is not None else None
+        return cls(op.operation_id, op.status, op.attempt, op.worker_id, error, finished)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +312,8 @@ class _Runs:
     def __init__(self, runs: Iterable[dict[str, Any]]) -> None:
         self.started: Counter[str] = Counter()
         self.last_attempt: dict[str, int] = {}
-        self.finished: set[tuple[str, int, str, str | None]] = set()
+        # (operation, attempt, outcome, worker) -> when the worker logged that end
+        self.finished: dict[tuple[str, int, str, str | None], float] = {}
         for run in runs:
             op_id = str(run["operation_id"])
             attempt = int(run["attempt"])
@@ -317,15 +321,19 @@ class _Runs:
                 self.started[op_id] += 1
                 self.last_attempt[op_id] = max(self.last_attempt.get(op_id, 0), attempt)
             elif run["event"] == "finished":
-                self.finished.add((op_id, attempt, str(run["outcome"]), run.get("worker_id")))
+                key = (op_id, attempt, str(run["outcome"]), run.get("worker_id"))
+                self.finished[key] = min(float(run["ts"]), self.finished.get(key, float("inf")))
 
     def ended(self, record: Record) -> bool:
-        return (
-            record.operation_id,
-            record.attempt,
-            record.status,
-            record.worker_id,
-        ) in self.finished
+        """Some worker ended this very attempt this way, and before the backend recorded the
+        end (the worker logs its end before it reports it; one host, one clock): an outcome
+        recorded earlier came from somewhere else, such as a superseded attempt's result
+        taken for this one."""
+        key = (record.operation_id, record.attempt, record.status, record.worker_id)
+        logged = self.finished.get(key)
+        if logged is None:
+            return False
+        return record.finished_at is None or logged <= record.finished_at + CLOCK_ROUNDING_S
 
     def other_attempts_ended(self, record: Record) -> int:
         return sum(

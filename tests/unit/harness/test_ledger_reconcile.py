@@ -22,13 +22,16 @@ def _started(op: str, attempt: int, worker: str) -> dict[str, Any]:
     return {"event": "started", "operation_id": op, "attempt": attempt, "worker_id": worker}
 
 
-def _finished(op: str, attempt: int, worker: str, outcome: str = "completed") -> dict[str, Any]:
+def _finished(
+    op: str, attempt: int, worker: str, outcome: str = "completed", ts: float = 100.0
+) -> dict[str, Any]:
     return {
         "event": "finished",
         "operation_id": op,
         "attempt": attempt,
         "worker_id": worker,
         "outcome": outcome,
+        "ts": ts,
     }
 
 
@@ -181,6 +184,20 @@ def test_a_recorded_outcome_from_a_superseded_attempt_is_stale_accepted() -> Non
     history = History(e for e in history.events if e["kind"] != "observe")
     report = reconcile(history, runs, records)
     assert report.stale_accepted == ["op0"] and set(report.violations) == {"stale_accepted"}
+
+
+def test_an_outcome_recorded_before_its_attempt_ended_is_stale_accepted() -> None:
+    """The superseded attempt's result taken for attempt 2, which then ends the same way:
+    the logs hold attempt 2's end, but logged after the backend had recorded it (a worker
+    logs its end before it reports it), so the recorded end came from elsewhere."""
+    history, runs, records = _clean()
+    runs += [_started("op0", 2, "w2"), _finished("op0", 2, "w2", ts=200.0)]
+    history = History(e for e in history.events if e["kind"] != "observe")
+    records[0] = Record("op0", "completed", 2, "w2", finished_at=199.0)
+    report = reconcile(history, runs, records)
+    assert report.stale_accepted == ["op0"] and set(report.violations) == {"stale_accepted"}
+    records[0] = Record("op0", "completed", 2, "w2", finished_at=200.01)  # reported after
+    assert reconcile(history, runs, records).valid
 
 
 def test_an_outcome_other_than_the_one_the_worker_reported_is_stale_accepted() -> None:

@@ -22,7 +22,14 @@ def _result(*, lose_one: bool) -> Result:
         history.invoke(f"k{n}")
         history.ok(f"k{n}", f"op{n}")
     runs = [
-        {"event": e, "operation_id": "op0", "attempt": 1, "worker_id": "w1", "outcome": "completed"}
+        {
+            "event": e,
+            "operation_id": "op0",
+            "attempt": 1,
+            "worker_id": "w1",
+            "outcome": "completed",
+            "ts": 1.0,
+        }
         for e in ("started", "finished")
     ]
     records = [Record("op0", "completed", 1, "w1")]
