@@ -20,20 +20,6 @@ from workfleet.protocol import AuditRecordView, OperationView
 TERMINAL = ("completed", "failed", "cancelled")
 
 
-@dataclass
-class Ledger:
-    acknowledged: int = 0
-    terminal: int = 0
-    lost: list[str] = field(default_factory=list)
-    stale_accepted: list[str] = field(default_factory=list)
-    duplicate_executions: int = 0
-    outcomes: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def valid(self) -> bool:
-        return not self.lost and not self.stale_accepted
-
-
 def executions(logs: Iterable[Path]) -> list[dict[str, object]]:
     records: list[dict[str, object]] = []
     for path in logs:
@@ -42,35 +28,7 @@ def executions(logs: Iterable[Path]) -> list[dict[str, object]]:
     return records
 
 
-def check(recorded: Iterable[OperationView], logs: Iterable[Path]) -> Ledger:
-    """`recorded`: the backend's view of every acknowledged operation."""
-    runs = executions(logs)
-    finished = {
-        (r["operation_id"], r["attempt"], r["outcome"]) for r in runs if r["event"] == "finished"
-    }
-    started = Counter(r["operation_id"] for r in runs if r["event"] == "started")
-    ledger = Ledger()
-    for op in recorded:
-        ledger.acknowledged += 1
-        if op.status not in TERMINAL:
-            ledger.lost.append(op.operation_id)
-            continue
-        ledger.terminal += 1
-        ledger.outcomes[op.status] += 1
-        ledger.duplicate_executions += max(0, started[op.operation_id] - 1)
-        ran_elsewhere = op.error is not None and op.error.type == "worker_lost"
-        if (
-            op.worker_id is not None
-            and not ran_elsewhere
-            and op.attempt > 0
-            and started[op.operation_id]
-            and (op.operation_id, op.attempt, op.status) not in finished
-        ):
-            ledger.stale_accepted.append(op.operation_id)
-    return ledger
-
-
-# ---- the full reconciliation (issue 7): client history x execution logs x backend records ----
+# ---- client history x execution logs x backend records ------------------------------------
 
 INVARIANTS = ("lost", "stuck", "double_terminal", "unexpected", "stale_accepted")
 CLOCK_ROUNDING_S = 0.001  # the backend stores times to the microsecond, the logs as floats
@@ -390,3 +348,16 @@ def _compare_metrics(metrics: BackendMetrics, records: Iterable[Record]) -> list
                 f"completed_total{{status={status}}} {counted:g} != {by_status[status]} records"
             )
     return problems
+
+
+def check(recorded: Iterable[OperationView], logs: Iterable[Path]) -> Reconciliation:
+    """For a test that submitted `recorded` itself and holds no client history: each of them
+    (the backend's final view) against the workers' executions of them."""
+    ops = list(recorded)
+    history = History()
+    for op in ops:
+        history.invoke(op.operation_id)
+        history.ok(op.operation_id, op.operation_id)
+    ids = {op.operation_id for op in ops}
+    runs = [run for run in executions(logs) if run["operation_id"] in ids]
+    return reconcile(history, runs, [Record.of(op) for op in ops])
