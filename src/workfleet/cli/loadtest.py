@@ -48,6 +48,10 @@ def loadtest(
             "cascading: one more than the kills).",
         ),
     ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option("--rate", min=0.1, help="latency: submits per second (default 5)."),
+    ] = None,
     break_backend: Annotated[
         str | None,
         typer.Option(
@@ -89,6 +93,7 @@ def loadtest(
         op_seconds,
         replay,
         max_losses,
+        rate=rate,
         break_backend=break_backend,
     )
 

@@ -117,18 +117,21 @@ def _latency_chart(result: Result, path: Path) -> None:
         axes.scatter(ts, [v * 1000 for v in values], s=3, color=colour, alpha=0.25)
         grouped = windows(samples, width)
         middles = [start + width / 2 for start, _ in grouped]
-        axes.plot(middles, [d["p50_ms"] for _, d in grouped], color=colour, label=f"{name} p50")
-        axes.plot(
-            middles,
-            [d["p99_ms"] for _, d in grouped],
-            color=colour,
-            linestyle="--",
-            label=f"{name} p99",
-        )
+        for figure_name, style in (("p50_ms", "-"), ("p99_ms", "--")):
+            axes.plot(
+                middles,
+                [d[figure_name] for _, d in grouped],
+                color=colour,
+                linestyle=style,
+                marker="o",  # a run shorter than one window still shows its point
+                markersize=3,
+                label=f"{name} {figure_name.removesuffix('_ms')}",
+            )
     axes.set_yscale("symlog", linthresh=1.0)  # log-like, and a 0 ms sample still shows
     low, high = axes.get_ylim()
     ticks = [t for t in MS_TICKS if low <= t <= high]
     axes.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    axes.set_xlim(left=0)
     axes.set_xlabel(f"seconds since start (percentiles per {width:g} s window)")
     axes.set_ylabel("milliseconds")
     axes.set_title(f"{result.scenario}: latency (dots: samples; red lines: faults)")

@@ -44,6 +44,7 @@ class Options:
     op_seconds: float | None = None
     schedule: Schedule | None = None  # nemesis: replay this instead of generating one
     max_losses: int | None = None  # the backend's attempt budget (None: its default, 3)
+    rate: float | None = None  # open-loop scenarios: submits per second
     break_backend: str | None = None  # the checker's self-test: a harness/broken.py mode
 
 
@@ -118,7 +119,13 @@ class Run:
 
     # ---- submitting ---------------------------------------------------------------------------
 
-    async def submit(self, params: dict[str, Any], *, deadline_s: float = 60.0) -> str | None:
+    async def submit(
+        self,
+        params: dict[str, Any],
+        *,
+        operation_type: str = "diagnostic",
+        deadline_s: float = 60.0,
+    ) -> str | None:
         """One submit with its own idempotency key, retried with the same key while the
         backend cannot answer (so an in-doubt submit never becomes a second operation)."""
         key = uuid.uuid4().hex
@@ -126,7 +133,7 @@ class Run:
         give_up = time.monotonic() + deadline_s
         while True:
             try:
-                op = await self.client.submit("diagnostic", params, idempotency_key=key)
+                op = await self.client.submit(operation_type, params, idempotency_key=key)
             except BackendUnreachable as exc:
                 self.history.info(key, str(exc)[:200])
             except ApiError as exc:
