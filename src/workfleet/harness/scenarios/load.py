@@ -280,6 +280,7 @@ async def health_overhead(run: Run, opts: Options) -> Result:
         fast["cpu_ms_per_op"], off["cpu_ms_per_op"], FAST_CHECKS_S, PRODUCTION_CHECKS_S
     )
     result.figures |= {
+        "wall_s": round(run.now(), 2),  # both sides (finish gave the first one's)
         f"checks_every_{FAST_CHECKS_S:g}s": fast,
         "checks_off": off | {"interval_s": CHECKS_OFF_S},
         "extra_cpu_ms_per_op": round(extra_ms, 3),
