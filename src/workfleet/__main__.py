@@ -1,3 +1,3 @@
-from workfleet.cli.main import main
+from workfleet.cli.entry import main
 
 main()

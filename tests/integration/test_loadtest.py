@@ -81,7 +81,7 @@ def test_an_unknown_scenario_or_a_missing_matplotlib_is_one_clear_line(tmp_path:
     assert "unknown scenario 'chaos-monkey'" in unknown.stderr
     hide_matplotlib = (
         "import sys; sys.modules['matplotlib'] = None; "
-        "from workfleet.cli.main import main; "
+        "from workfleet.cli.entry import main; "
         f"sys.argv = ['workfleet', 'loadtest', 'frozen', '--report', {str(tmp_path)!r}]; main()"
     )
     missing = subprocess.run(

@@ -1,8 +1,19 @@
-"""The `workfleet` command."""
+"""The `workfleet` command, every subcommand (cli/entry.py starts it, or a server alone)."""
 
 import typer
 
-from workfleet.cli import admin, audit, certs, data, loadtest, operations, servers, simulate, up
+from workfleet.cli import (
+    admin,
+    audit,
+    backend_server,
+    certs,
+    data,
+    loadtest,
+    operations,
+    simulate,
+    up,
+    worker_server,
+)
 
 app = typer.Typer(
     name="workfleet",
@@ -11,8 +22,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command()(servers.backend)
-app.command()(servers.worker)
+app.command()(backend_server.backend)
+app.command()(worker_server.worker)
 app.command()(up.up)
 app.command()(simulate.simulate)
 app.command()(loadtest.loadtest)
@@ -23,7 +34,3 @@ app.add_typer(admin.keys_app, name="keys")
 app.add_typer(data.data_app, name="data")
 app.add_typer(certs.certs_app, name="certs")
 app.add_typer(audit.audit_app, name="audit")
-
-
-def main() -> None:
-    app()

@@ -16,8 +16,8 @@ from rich.table import Table
 
 from workfleet.backend.auth import create_key_offline
 from workfleet.backend.orchestrator import utc_now
+from workfleet.cli.backend_server import serve_backend
 from workfleet.cli.common import ADMIN_KEY_FILE, BACKEND_URL_FILE, out, run, settings_or_exit
-from workfleet.cli.servers import serve_backend
 from workfleet.client import Client
 from workfleet.observability import tracing
 from workfleet.observability.logging import configure_logging

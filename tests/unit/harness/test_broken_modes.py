@@ -8,7 +8,7 @@ from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from workfleet.backend.orchestrator import Orchestrator
-from workfleet.cli import servers
+from workfleet.cli import backend_server
 from workfleet.cli.main import app
 from workfleet.harness import broken
 from workfleet.harness.ledger import INVARIANTS
@@ -39,16 +39,16 @@ def test_the_backend_takes_a_broken_orchestrator_only_when_asked_and_says_so(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(broken.ENV, raising=False)
-    assert servers._test_break() is Orchestrator
+    assert backend_server._test_break() is Orchestrator
     monkeypatch.setenv(broken.ENV, "miscount")
     with capture_logs() as logs:
-        assert servers._test_break() is broken.Miscount
+        assert backend_server._test_break() is broken.Miscount
     assert [(e["event"], e["log_level"], e["mode"]) for e in logs] == [
         ("backend_deliberately_broken", "warning", "miscount")
     ]
     monkeypatch.setenv(broken.ENV, "skip-fsync")
     with pytest.raises(typer.Exit) as stopped:
-        servers._test_break()
+        backend_server._test_break()
     assert stopped.value.exit_code == 2
 
 
