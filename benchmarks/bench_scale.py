@@ -177,7 +177,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             print(f"no workers: {row_idle(results['idle_no_workers'])}", flush=True)
             results["registration"] = await register(client, fleet, args.workers)
             print(row_registration(results["registration"], args.workers), flush=True)
-            await asyncio.sleep(args.interval)  # one full round after the stampede
+            await asyncio.sleep(min(args.interval, args.window))  # past the stampede's wake
             sims = [psutil.Process(p.popen.pid) for p in fleet.processes]
             idle = await idle_window(client, backend, sims, args.window)
             workers = (await client.workers()).items
@@ -229,6 +229,10 @@ def row_registration(reg: dict[str, Any], count: int) -> str:
     )
 
 
+def fmt(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def table(results: dict[str, Any]) -> str:
     h, idle, d = results["health"], results["idle_with_workers"], results["dispatch"]
     n, interval = results["workers"], results["health_interval_s"]
@@ -236,10 +240,10 @@ def table(results: dict[str, Any]) -> str:
         f"{n} workers, {results['processes']} processes, health interval {interval} s, "
         f"load average at start {results['load_average_start']}",
         f"health checking: {h['core_pct']:.2f} % of a core ({h['core_pct_per_100_workers']:.3f} "
-        f"% per 100 workers), {h['ms_cpu_per_check'] or 0:.3f} ms CPU per check; "
+        f"% per 100 workers), {fmt(h['ms_cpu_per_check'], 3)} ms CPU per check; "
         f"{h['checks']:.0f} checks of {h['checks_expected']:.0f} expected, "
         f"{h['failures']:.0f} failed; each worker checked every "
-        f"{h['effective_interval_s'] or 0:.1f} s, oldest view {idle['oldest_health_s']:.1f} s; "
+        f"{fmt(h['effective_interval_s'], 1)} s, oldest view {idle['oldest_health_s']:.1f} s; "
         f"statuses {idle['statuses']}",
         f"simulated workers used {idle['simworkers_core_pct']:.1f} % of a core meanwhile; "
         f"backend RSS +{h['rss_mb_per_1000_workers']:.0f} MB per 1,000 workers",
