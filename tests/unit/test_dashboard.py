@@ -43,6 +43,9 @@ class NoFleet:
     async def health(self, worker: Worker, *, timeout_s: float) -> WorkerHealth:
         raise HealthCheckFailed("no fleet in this test", refused=True)
 
+    def forget(self, worker_id: str) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 

@@ -71,6 +71,7 @@ class FakeFleet:
         self.instances: dict[str, str] = {}
         self.down: dict[str, HealthCheckFailed] = {}
         self.unhealthy: set[str] = set()
+        self.forgotten: list[str] = []
 
     def answer_next_dispatch(self, worker_id: str, result: DispatchResult) -> None:
         self.next_results.setdefault(worker_id, []).append(result)
@@ -113,6 +114,9 @@ class FakeFleet:
             memory_usage_ratio=0.2,
             uptime_seconds=100.0,
         )
+
+    def forget(self, worker_id: str) -> None:
+        self.forgotten.append(worker_id)
 
     async def close(self) -> None:
         return None
@@ -919,10 +923,11 @@ async def test_deregister_requeues_the_workers_operations_without_counting_a_los
     )
 
 
-async def test_deregister_forgets_the_worker_here_and_in_the_store(rig: Rig) -> None:
+async def test_deregister_forgets_the_worker_here_in_the_store_and_in_the_gateway(rig: Rig) -> None:
     await rig.register()
     await rig.orch.deregister("w1")
     assert (rig.orch.worker_known("w1"), await rig.store.load_workers()) == (False, [])
+    assert rig.fleet.forgotten == ["w1"]  # its connection pool is closed
 
 
 async def test_deregister_of_an_unknown_worker_raises_not_found(rig: Rig) -> None:
@@ -1078,6 +1083,7 @@ async def test_a_worker_unavailable_for_removal_s_is_removed(make_rig: MakeRig) 
         False,
         [],
     )
+    assert rig.fleet.forgotten == ["w1"]
 
 
 async def test_a_worker_unavailable_for_less_than_removal_s_is_kept(make_rig: MakeRig) -> None:

@@ -538,6 +538,7 @@ class Orchestrator:
         del self.workers[worker_id]
         self.metrics.deregistrations.labels(worker.worker_type, "deregistered").inc()
         await self.store.delete_worker(worker_id)
+        self.gateway.forget(worker_id)
         self.audit.note("system", "worker.deregister", f"worker:{worker_id}", "removed")
         log.info("worker_deregistered", worker_id=worker_id)
 
@@ -595,6 +596,7 @@ class Orchestrator:
             self.metrics.deregistrations.labels(worker.worker_type, "removed").inc()
             self._refused_until.pop(worker.worker_id, None)
             await self.store.delete_worker(worker.worker_id)
+            self.gateway.forget(worker.worker_id)
             self.on_worker_removed(worker.worker_id)
             self.audit.note("system", "worker.remove", f"worker:{worker.worker_id}", "removed")
             log.warning("worker_removed", worker_id=worker.worker_id)

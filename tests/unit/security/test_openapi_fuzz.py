@@ -61,6 +61,9 @@ class NoFleet:
     async def health(self, worker: Worker, *, timeout_s: float) -> WorkerHealth:
         raise HealthCheckFailed("the fuzz test reaches no worker", refused=True)
 
+    def forget(self, worker_id: str) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
