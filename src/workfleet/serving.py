@@ -27,6 +27,12 @@ class AppServer(uvicorn.Server):
         await super().shutdown(sockets=sockets)  # type: ignore[arg-type]
 
 
+# Idle connections stay open this long: above the backend's pool keep-alive towards workers
+# (backend.gateway), itself above the health interval, so each health check reuses a connection
+# (in mtls: no handshake per check) and the pool never sends on a connection being closed.
+KEEP_ALIVE_S = 75
+
+
 def server_config(
     app: FastAPI,
     host: str,
@@ -46,6 +52,7 @@ def server_config(
         log_config=None,  # our structlog setup owns logging
         access_log=False,
         timeout_graceful_shutdown=graceful_s,
+        timeout_keep_alive=KEEP_ALIVE_S,
         loop="uvloop",
         http="httptools" if tls is None else peer_protocol(identify_peers(trust_domain)),
         ssl_context_factory=None if tls is None else lambda _config, _default: tls.listener,

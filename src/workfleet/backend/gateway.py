@@ -24,10 +24,14 @@ from workfleet.protocol import (
     WorkerHealth,
 )
 from workfleet.security.identity import worker_dns_name
+from workfleet.serving import KEEP_ALIVE_S
 
 STALE_CONNECTION = (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError)
-# a worker gets one batch per dispatch round, plus health checks and cancels
-CONNECTIONS_PER_WORKER = httpx.Limits(max_connections=32, max_keepalive_connections=4)
+# a worker gets one batch per dispatch round, plus health checks and cancels; idle connections
+# are kept past the health interval and closed before the worker's side closes them
+CONNECTIONS_PER_WORKER = httpx.Limits(
+    max_connections=32, max_keepalive_connections=4, keepalive_expiry=KEEP_ALIVE_S - 15
+)
 DispatchKind = Literal["accepted", "refused", "unreachable", "unconfirmed"]
 
 
@@ -77,7 +81,9 @@ class HttpWorkerGateway:
         and each must prove its own identity: the TLS server name checked is the DNS name our
         CA puts in that worker's certificate, whatever address the worker registered."""
         self._trust_domain = trust_domain if tls is not None else None
-        self._verify: ssl.SSLContext | bool = tls if tls is not None else True
+        # one context for every pool (a client given verify=True loads the CA store anew: half
+        # a megabyte per worker); token mode calls workers over plain http and never uses it
+        self._verify = tls if tls is not None else ssl.create_default_context()
         self._headers = headers
         self._timeout = httpx.Timeout(dispatch_timeout_s, connect=min(dispatch_timeout_s, 3.0))
         # One pool per worker, not one for the fleet: httpcore scans every connection of a pool
