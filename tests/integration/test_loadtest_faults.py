@@ -1,7 +1,8 @@
 """The link and lifecycle fault scenarios (harness/scenarios/links.py, lifecycle.py), run as
 a user runs them: `workfleet loadtest NAME --json` in a subprocess, the ledger clean and the
-scenario's own checks true. Three cheap ones run by default (shrunk); the rest are behind the
-`slow` marker (`./scripts/test -m slow`). The poison operation that really kills its workers
+scenario's own checks true. The lost answers run by default (shrunk); the rest are behind the
+`slow` marker (`./scripts/test -m slow`): test_failures.py covers a restart under the same id
+in the default tier. The poison operation that really kills its workers
 is tested with the other fault scenarios in test_loadtest.py."""
 
 from typing import Any
@@ -33,6 +34,7 @@ def test_a_result_whose_answer_was_lost_is_sent_again_and_recorded_once() -> Non
     assert report["figures"]["stale_reports_by_kind"].get("completion", 0) == 0
 
 
+@pytest.mark.slow
 def test_a_worker_restarted_under_its_id_supersedes_its_killed_attempt() -> None:
     report, ledger = passed("same-id-restart", "--operations", "2", "--op-seconds", "1")
     figures = report["figures"]
