@@ -8,7 +8,7 @@ the HealthMonitor would call, one step at a time: no background loop runs, nothi
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +18,13 @@ from workfleet.backend import orchestrator as orchestrator_module
 from workfleet.backend.admission import Submission
 from workfleet.backend.gateway import DispatchResult, HealthCheckFailed
 from workfleet.backend.health import CheckResult, HealthMonitor
-from workfleet.backend.orchestrator import REFUSAL_COOLDOWN_S, Orchestrator, OrchestratorConfig
+from workfleet.backend.orchestrator import (
+    RECENT_MAX_BYTES,
+    REFUSAL_COOLDOWN_S,
+    Orchestrator,
+    OrchestratorConfig,
+    kept_in_memory,
+)
 from workfleet.domain.errors import (
     Conflict,
     Forbidden,
@@ -614,6 +620,15 @@ async def test_completion_with_the_current_lease_records_the_outcome(rig: Rig) -
         {"answer": 42},
         T0 + timedelta(seconds=10),
     )
+
+
+async def test_a_large_result_is_read_back_from_the_store_not_kept_in_memory(rig: Rig) -> None:
+    await rig.register()
+    op = await rig.running_on("w1")
+    big = {"rows": "x" * RECENT_MAX_BYTES}
+    done = await rig.orch.report_completion(op.operation_id, lease_of(op), "completed", result=big)
+    assert not kept_in_memory(done) and kept_in_memory(replace(done, result={"answer": 42}))
+    assert (await rig.orch.get(op.operation_id)).result == big
 
 
 async def test_completion_is_stored_before_it_is_acknowledged(rig: Rig) -> None:

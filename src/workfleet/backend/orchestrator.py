@@ -14,6 +14,7 @@ its slot is released, and each completed attempt's duration is `observe`d.
 
 import asyncio
 import itertools
+import json
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -59,8 +60,17 @@ from workfleet.store.base import OperationQuery, Store
 
 log = structlog.get_logger(__name__)
 RECENT_TERMINAL = 1000
+# a finished operation larger than this (params and result as JSON) is read back from the store
+# instead of kept among the recent ones, so they hold at most RECENT_TERMINAL x this (~64 MB)
+RECENT_MAX_BYTES = 64 << 10
 REFUSAL_COOLDOWN_S = 1.0  # a worker that refused a dispatch is skipped this long
 WAIT_RECHECK_S = 1.0  # an operation the policy holds back for a busy worker is looked at again
+
+
+def kept_in_memory(op: Operation) -> bool:
+    """Whether a finished operation is small enough to stay among the recent ones (a cache
+    bounded by count must not be one of a thousand megabyte results)."""
+    return len(json.dumps(dict(op.params))) + len(json.dumps(op.result)) <= RECENT_MAX_BYTES
 
 
 def utc_now() -> datetime:
@@ -842,9 +852,10 @@ class Orchestrator:
         self._dirty_progress.discard(op.operation_id)
         if op.idempotency_key is not None:
             self._keys.pop((op.owner, op.idempotency_key), None)
-        self._recent[op.operation_id] = op
-        while len(self._recent) > RECENT_TERMINAL:
-            self._recent.popitem(last=False)
+        if kept_in_memory(op):
+            self._recent[op.operation_id] = op
+            while len(self._recent) > RECENT_TERMINAL:
+                self._recent.popitem(last=False)
         self.audit.note(
             "system",
             "operation.complete",
