@@ -1,6 +1,7 @@
 """Core platform figures (DESIGN §9), measured on real processes with production timings.
 
-    python benchmarks/bench_core.py [--quick] [--auth-mode token|mtls] [--only STEP]
+    python benchmarks/bench_core.py [--quick] [--auth-mode token|mtls] [--db-sync full|normal]
+                                    [--only STEP]
                                     [--out benchmarks/results/core.json]
 
 - latency: open-loop submits at 50/s to idle workers; `dispatched_at - created_at` (server
@@ -31,10 +32,11 @@ from workfleet.harness.cluster import DEFAULT, Cluster, wait_for
 NOOP = {"action": "noop"}
 QUIET = {"WORKFLEET_LOG_LEVEL": "WARNING"}
 AUTH_MODE = ["token"]  # set once from --auth-mode, before any step runs
+BACKEND_ENV = dict(QUIET)  # and --db-sync
 
 
 def new_cluster(root: Path) -> Cluster:
-    return Cluster(root, timing=DEFAULT, auth_mode=AUTH_MODE[0], backend_env=QUIET)
+    return Cluster(root, timing=DEFAULT, auth_mode=AUTH_MODE[0], backend_env=BACKEND_ENV)
 
 
 async def fleet(root: Path, workers: int, slots: int) -> Cluster:
@@ -219,11 +221,13 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/core.json"))
     parser.add_argument("--auth-mode", choices=["token", "mtls"], default="token")
+    parser.add_argument("--db-sync", choices=["full", "normal"], default="full")
     parser.add_argument(
         "--only", choices=["latency", "round_trip", "burst", "burst_batched", "failover"]
     )
     args = parser.parse_args()
     AUTH_MODE[0] = args.auth_mode
+    BACKEND_ENV["WORKFLEET_DB_SYNC"] = args.db_sync
     n_lat, n_rt, n_burst, n_fail = (100, 50, 500, 3) if args.quick else (600, 300, 5000, 12)
     results: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(),
@@ -231,6 +235,7 @@ async def main() -> None:
         "python": platform.python_version(),
         "quick": args.quick,
         "auth_mode": args.auth_mode,
+        "db_sync": args.db_sync,
     }
     with tempfile.TemporaryDirectory(prefix="wf-bench-") as tmp:
         root = Path(tmp)

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from workfleet.domain.labels import parse_labels
 
 AuthMode = Literal["none", "token", "mtls"]
+DbSync = Literal["full", "normal"]
 Placement = Literal["round_robin", "capacity", "fastest"]  # domain.placement.POLICY_NAMES
 LogFormat = Literal["json", "console"]
 MIN_SECRET_BYTES = 32
@@ -119,6 +120,11 @@ class BackendSettings(_Common):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     database_url: str | None = None
+    db_sync: DbSync = Field(
+        "full",
+        description="SQLite: full fsyncs every commit; normal survives a crash of the backend "
+        "process but may lose the last commits on a power loss or an OS crash",
+    )
     health_interval_s: float = Field(10.0, gt=0)
     health_timeout_s: float = Field(5.0, gt=0)
     health_failure_threshold: int = Field(3, ge=1)

@@ -60,7 +60,7 @@ def create_app(
     orchestrator_type: type[Orchestrator] = Orchestrator,
 ) -> FastAPI:
     """`orchestrator_type`: another only for the checker's self-test (harness/broken.py)."""
-    store = store or SqlStore(settings.resolved_database_url())
+    store = store or SqlStore(settings.resolved_database_url(), sync=settings.db_sync)
     mtls = settings.auth_mode == "mtls"
     tls = settings.tls_paths("backend") if mtls else None
     gateway = gateway or HttpWorkerGateway(

@@ -1,4 +1,5 @@
-"""SqlStore: SQLAlchemy Core over SQLite (WAL, synchronous=FULL) or another database.
+"""SqlStore: SQLAlchemy Core over SQLite (WAL, synchronous=FULL unless told NORMAL) or another
+database.
 
 All writes go through one writer thread that batches whatever is queued into one transaction
 (group commit: one fsync for many writers) with a savepoint per write, so one failing write
@@ -25,6 +26,7 @@ from workfleet.domain.errors import Conflict, NotFound, WorkfleetError
 from workfleet.domain.operations import TERMINAL, Operation
 from workfleet.domain.workers import Worker
 from workfleet.security.api_keys import ApiKey
+from workfleet.settings import DbSync
 from workfleet.store import codec, migrations
 from workfleet.store.base import MAX_PAGE, OperationQuery
 from workfleet.store.tables import (
@@ -51,7 +53,7 @@ MAX_BATCH = 512
 BUSY_TIMEOUT_MS = 10_000
 
 
-def _sqlite_engine(url: str, *, writer: bool) -> sa.Engine:
+def _sqlite_engine(url: str, *, writer: bool, sync: DbSync) -> sa.Engine:
     engine = sa.create_engine(url, pool_size=1 if writer else 4, max_overflow=0 if writer else 4)
 
     @sa.event.listens_for(engine, "connect")
@@ -60,7 +62,7 @@ def _sqlite_engine(url: str, *, writer: bool) -> sa.Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA synchronous={sync.upper()}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -71,9 +73,9 @@ def _sqlite_engine(url: str, *, writer: bool) -> sa.Engine:
     return engine
 
 
-def _engine(url: str, *, writer: bool) -> sa.Engine:
+def _engine(url: str, *, writer: bool, sync: DbSync) -> sa.Engine:
     if url.startswith("sqlite"):
-        return _sqlite_engine(url, writer=writer)
+        return _sqlite_engine(url, writer=writer, sync=sync)
     return sa.create_engine(url, pool_pre_ping=True)
 
 
@@ -151,10 +153,11 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 
 class SqlStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, sync: DbSync = "full") -> None:
+        """`sync` (SQLite): "full" fsyncs every commit, "normal" leaves the WAL to the OS."""
         self.url = url
-        self._write_engine = _engine(url, writer=True)
-        self._read_engine = _engine(url, writer=False)
+        self._write_engine = _engine(url, writer=True, sync=sync)
+        self._read_engine = _engine(url, writer=False, sync=sync)
         self._writer = _Writer(self._write_engine)
 
     async def open(self) -> None:
