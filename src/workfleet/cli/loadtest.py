@@ -7,17 +7,19 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
 
 from workfleet.cli.common import err, fail, out
-from workfleet.harness import broken
+from workfleet.harness import broken, netns
 from workfleet.harness.nemesis import Schedule
 from workfleet.harness.report import write_report
 from workfleet.harness.run import Options, Result
 from workfleet.harness.scenarios import SCENARIOS, run_scenario
+
+NETNS_SCENARIOS = [name for name, scenario in SCENARIOS.items() if scenario.netns]
 
 
 def loadtest(
@@ -61,6 +63,15 @@ def loadtest(
             f"({', '.join(broken.MODES)}); the ledger must fail.",
         ),
     ] = None,
+    network: Annotated[
+        Literal["loopback", "netns"],
+        typer.Option(
+            "--network",
+            help="loopback: partitions through TCP proxies (no root). netns: as root, each "
+            "worker in a network namespace on a bridge, partitions as nftables rules "
+            f"({', '.join(NETNS_SCENARIOS)}).",
+        ),
+    ] = "loopback",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     report: Annotated[
         Path | None,
@@ -72,6 +83,8 @@ def loadtest(
         fail(f"unknown scenario {scenario!r}; one of: {', '.join(SCENARIOS)}", 2)
     if break_backend is not None and break_backend not in broken.MODES:
         fail(f"unknown --break-backend {break_backend!r}; one of: {', '.join(broken.MODES)}", 2)
+    if network == "netns":
+        _check_netns(scenario)
     if report is not None:
         try:
             import matplotlib  # noqa: F401 - optional: only for the charts of --report
@@ -95,6 +108,7 @@ def loadtest(
         max_losses,
         rate=rate,
         break_backend=break_backend,
+        network=network,
     )
 
     def say(line: str) -> None:
@@ -114,6 +128,16 @@ def loadtest(
         _summary(result)
     if not result.passed:
         raise typer.Exit(1)
+
+
+def _check_netns(scenario: str) -> None:
+    if scenario not in NETNS_SCENARIOS:
+        runs = ", ".join(NETNS_SCENARIOS)
+        fail(f"{scenario} needs the proxies; --network netns runs {runs}", 2)
+    try:
+        netns.require()
+    except netns.NetnsError as exc:
+        fail(str(exc), 2)
 
 
 def _figure(value: Any) -> str:

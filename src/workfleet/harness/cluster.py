@@ -1,6 +1,9 @@
 """Real processes for tests and benchmarks: a backend and workers started with the
 `workfleet` command on free ports, with a timing profile scaled down so faults resolve in
-seconds, and the means to hurt them (SIGKILL, SIGSTOP/SIGCONT, partitions via Proxy)."""
+seconds, and the means to hurt them (SIGKILL, SIGSTOP/SIGCONT, partitions via Proxy).
+
+network="netns" (root): the backend listens on a bridge and each worker runs in a network
+namespace of its own (harness/netns.py), so partitions are nftables rules, not proxies."""
 
 import asyncio
 import os
@@ -14,13 +17,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from workfleet.backend.auth import create_key_offline
 from workfleet.backend.orchestrator import utc_now
 from workfleet.client import Client
+from workfleet.harness.netns import Fabric
 from workfleet.harness.proxy import Proxy
 from workfleet.security.identity import Identity
 from workfleet.security.pki import issue_locally
@@ -99,6 +103,7 @@ class Process:
     log_path: Path
     port: int
     extra: dict[str, Any] = field(default_factory=dict)
+    host: str = "127.0.0.1"  # where it listens
 
     @property
     def pid(self) -> int:
@@ -123,7 +128,10 @@ class Cluster:
         timing: Timing = FAST,
         auth_mode: str = "token",
         backend_env: dict[str, str] | None = None,
+        network: Literal["loopback", "netns"] = "loopback",
     ) -> None:
+        if network == "netns" and auth_mode != "token":
+            raise ValueError("network netns runs token mode only (certificates name loopback)")
         self.root = root
         self.timing = timing
         self.auth_mode = auth_mode
@@ -135,6 +143,12 @@ class Cluster:
         self.proxies: list[Proxy] = []
         self._backend_env = backend_env or {}
         self.admin_key = ""
+        self.fabric = Fabric() if network == "netns" else None  # checks root, ip and nft
+
+    @property
+    def host(self) -> str:
+        """Where the backend listens: loopback, or the bridge all namespaces reach."""
+        return self.fabric.backend_address if self.fabric is not None else "127.0.0.1"
 
     @property
     def scheme(self) -> str:
@@ -142,7 +156,7 @@ class Cluster:
 
     @property
     def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.backend_port}"
+        return f"{self.scheme}://{self.host}:{self.backend_port}"
 
     @property
     def ca_file(self) -> Path:
@@ -173,18 +187,28 @@ class Cluster:
         env.update(extra)
         return env
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str], port: int) -> Process:
+    def _spawn(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        port: int,
+        *,
+        host: str = "127.0.0.1",
+        wrapper: list[str] | None = None,
+    ) -> Process:
+        """`wrapper`: a command that runs ours in place, keeping its pid (`ip netns exec`)."""
         self.root.mkdir(parents=True, exist_ok=True)
         log_path = self.root / f"{name}.log"
         with open(log_path, "ab") as log_file:
             popen = subprocess.Popen(  # noqa: S603 - our own command
-                [sys.executable, "-m", "workfleet", *args],
+                [*(wrapper or []), sys.executable, "-m", "workfleet", *args],
                 env=env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        return Process(name, popen, log_path, port)
+        return Process(name, popen, log_path, port, host=host)
 
     def cli(self, *args: str, timeout_s: float = 120) -> "subprocess.CompletedProcess[str]":
         """`workfleet ARGS` as a user runs it against this cluster: its URL and admin key (and
@@ -216,6 +240,8 @@ class Cluster:
         return done.stdout.decode().strip()
 
     async def start_backend(self) -> Process:
+        if self.fabric is not None:
+            self.fabric.up()
         if not self.admin_key:  # in-process: a `keys create` process per cluster costs a second
             self.data_dir.mkdir(parents=True, exist_ok=True)
             url = sqlite_url(self.data_dir)
@@ -229,10 +255,11 @@ class Cluster:
             {
                 **self.timing.backend_env(),
                 **self._backend_env,
+                "WORKFLEET_HOST": self.host,
                 "WORKFLEET_PORT": str(self.backend_port),
             }
         )
-        self.backend = self._spawn("backend", ["backend"], env, self.backend_port)
+        self.backend = self._spawn("backend", ["backend"], env, self.backend_port, host=self.host)
         await wait_for(self._backend_up, timeout_s=30, what="the backend to answer /health")
         return self.backend
 
@@ -257,15 +284,18 @@ class Cluster:
         backend_url: str | None = None,
         issue_certificate: bool = True,
     ) -> Process:
-        """proxied: backend<->worker traffic, both ways, goes through two Proxies (extra).
+        """proxied: backend<->worker traffic, both ways, goes through two Proxies (extra);
+        under netns there are none (partitions are nftables rules) and the worker runs in its
+        namespace, listening on its own address.
         issue_certificate=False (mtls): the worker must enroll (WORKFLEET_BOOTSTRAP_TOKEN)."""
         port = free_port()
         backend_url = backend_url or self.url
-        advertise = f"{self.scheme}://127.0.0.1:{port}"
+        host = self.fabric.add(worker_id) if self.fabric is not None else "127.0.0.1"
+        advertise = f"{self.scheme}://{host}:{port}"
         if self.auth_mode == "mtls" and issue_certificate:  # else: it enrolls by itself
             self.issue(Identity("worker", worker_id))
         proxies: list[Proxy] = []
-        if proxied:
+        if proxied and self.fabric is None:
             inbound = await Proxy("127.0.0.1", port).start()
             outbound = await Proxy("127.0.0.1", self.backend_port).start()
             proxies = [inbound, outbound]
@@ -280,6 +310,8 @@ class Cluster:
             worker_id,
             "--slots",
             str(slots),
+            "--host",
+            host,
             "--port",
             str(port),
             "--backend-url",
@@ -289,7 +321,9 @@ class Cluster:
         ]
         log = self.root / f"executions-{worker_id}.jsonl"
         extra = {**self.timing.worker_env(), "WORKFLEET_EXECUTION_LOG": str(log), **(env or {})}
-        process = self._spawn(f"worker-{worker_id}", args, self._env(extra), port)
+        wrapper = self.fabric.exec_prefix(worker_id) if self.fabric is not None else None
+        name = f"worker-{worker_id}"
+        process = self._spawn(name, args, self._env(extra), port, host=host, wrapper=wrapper)
         process.extra["proxies"] = proxies
         self.workers[worker_id] = process
         return process
@@ -321,13 +355,20 @@ class Cluster:
         return sorted(self.root.glob("executions-*.jsonl"))
 
     async def stop(self) -> None:
-        """Workers first (they drain and deregister), then the backend."""
-        for proxy in self.proxies:
-            proxy.heal()
-        await _terminate(list(self.workers.values()))
-        await _terminate([self.backend] if self.backend else [])
-        for proxy in self.proxies:
-            await proxy.close()
+        """Workers first (they drain and deregister), then the backend; then the links (the
+        namespaces and their rules go whatever happened before)."""
+        try:
+            for proxy in self.proxies:
+                proxy.heal()
+            if self.fabric is not None:
+                self.fabric.heal_all()
+            await _terminate(list(self.workers.values()))
+            await _terminate([self.backend] if self.backend else [])
+            for proxy in self.proxies:
+                await proxy.close()
+        finally:
+            if self.fabric is not None:
+                self.fabric.close()
 
 
 async def _terminate(processes: list[Process], timeout_s: float = 10.0) -> None:

@@ -19,6 +19,7 @@ FAULTS: dict[Action, Action] = {
     "partition": "heal",
     "slow": "heal",
 }
+EVERY_FAULT: tuple[Action, ...] = ("kill", "pause", "partition", "slow")
 LINK_FAULTS = ("partition", "slow")  # the ones with a direction
 DIRECTIONS = ("both", "in", "out")
 
@@ -71,7 +72,7 @@ def generate(
     *,
     gap_s: tuple[float, float] = (2.0, 4.0),
     hold_s: tuple[float, float] = (1.0, 5.0),
-    faults: tuple[Action, ...] = ("kill", "pause", "partition", "slow"),
+    faults: tuple[Action, ...] = EVERY_FAULT,
     max_faulty: int | None = None,
 ) -> Schedule:
     """A fault every `gap_s` (uniform), each held `hold_s` (uniform) then repaired, on a

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -46,6 +46,7 @@ class Options:
     max_losses: int | None = None  # the backend's attempt budget (None: its default, 3)
     rate: float | None = None  # open-loop scenarios: submits per second
     break_backend: str | None = None  # the checker's self-test: a harness/broken.py mode
+    network: Literal["loopback", "netns"] = "loopback"  # netns: root, harness/netns.py
 
 
 @dataclass
@@ -229,7 +230,8 @@ class Run:
 
     async def worker_health(self, worker_id: str) -> WorkerHealth | None:
         """The worker's own /health, asked directly, not proxied (None: it does not answer)."""
-        url = f"http://127.0.0.1:{self.worker(worker_id).port}/health"
+        process = self.worker(worker_id)
+        url = f"http://{process.host}:{process.port}/health"
         headers = {"Authorization": f"Bearer {self.cluster.token}"}
         try:
             async with httpx.AsyncClient(trust_env=False) as http:
@@ -280,6 +282,8 @@ class Run:
     def proxies(self, worker_id: str, direction: str = "both") -> tuple[Proxy, ...]:
         """A proxied worker's links: "in" carries the backend's calls to it (dispatch, health,
         cancel), "out" its calls to the backend (registration, session, reports)."""
+        if self.cluster.fabric is not None:
+            raise ValueError("network netns has no proxies: partitions only, no latency")
         inbound, outbound = self.worker(worker_id).extra["proxies"]
         chosen: tuple[Proxy, ...] = {
             "both": (inbound, outbound),
@@ -289,8 +293,13 @@ class Run:
         return chosen
 
     def partition(self, worker_id: str, direction: str = "both", *, heal: bool = False) -> None:
-        for proxy in self.proxies(worker_id, direction):
-            proxy.heal() if heal else proxy.partition()
+        """Through the worker's proxies, or under netns its nftables tables."""
+        fabric = self.cluster.fabric
+        if fabric is not None:
+            fabric.heal(worker_id, direction) if heal else fabric.partition(worker_id, direction)
+        else:
+            for proxy in self.proxies(worker_id, direction):
+                proxy.heal() if heal else proxy.partition()
         self.mark(f"{'heal' if heal else 'partition'} {worker_id} ({direction})")
 
     async def restart_backend(self) -> None:
@@ -364,6 +373,7 @@ class Scenario:
 
     play: Callable[[Run, Options], Awaitable[Result]]
     backend_env: Callable[[Options], dict[str, str]] = lambda _: {}
+    netns: bool = False  # it also runs with --network netns (its link faults: partitions only)
 
 
 # ---- steps scenarios are made of -------------------------------------------------------
@@ -406,6 +416,8 @@ async def heal_all(run: Run, names: list[str]) -> None:
         process.signal(signal.SIGCONT)
         for proxy in process.extra.get("proxies", []):
             proxy.heal()
+        if run.cluster.fabric is not None:
+            run.cluster.fabric.heal(name)
         if not process.alive():
             await run.restart(name, proxied=True)
 

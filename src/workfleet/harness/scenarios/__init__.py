@@ -27,15 +27,18 @@ async def run_scenario(
         env["WORKFLEET_MAX_LOSSES"] = str(opts.max_losses)
     if opts.break_backend is not None:
         env[broken.ENV] = opts.break_backend
-    cluster = Cluster(root, timing=FAST, backend_env=env)
-    await cluster.start_backend()
-    run = Run(cluster, say)
-    try:
-        await run.start_sampling()
-        result = await scenario.play(run, opts)
+    cluster = Cluster(root, timing=FAST, backend_env=env, network=opts.network)
+    try:  # a failed start must not leave the netns bridge behind either
+        await cluster.start_backend()
+        run = Run(cluster, say)
+        try:
+            await run.start_sampling()
+            result = await scenario.play(run, opts)
+        finally:
+            await run.client.close()
         result.options["max_losses"] = int(env.get("WORKFLEET_MAX_LOSSES", 3))
         result.options["break_backend"] = opts.break_backend
+        result.options["network"] = opts.network
         return result
     finally:
-        await run.client.close()
         await cluster.stop()

@@ -7,7 +7,7 @@ import random
 import time
 
 from workfleet.harness.ledger import TERMINAL, BackendMetrics
-from workfleet.harness.nemesis import Step, generate
+from workfleet.harness.nemesis import EVERY_FAULT, Action, Step, generate
 from workfleet.harness.run import (
     Options,
     Result,
@@ -196,7 +196,7 @@ async def nemesis(run: Run, opts: Options) -> Result:
     workers = opts.workers or 6
     op_s = opts.op_seconds or 1.0
     names = await fleet(run, workers, proxied=True)
-    schedule = opts.schedule or generate(opts.seed, names, opts.duration_s)
+    schedule = opts.schedule or generate(opts.seed, names, opts.duration_s, faults=kinds(run))
     run.say(schedule.describe())
     stop = asyncio.Event()
     feeding = asyncio.create_task(keep_fed(run, 2 * workers, op_s, stop))  # 2 per worker
@@ -225,6 +225,14 @@ async def nemesis(run: Run, opts: Options) -> Result:
         run.history.acknowledged()
     )
     return result
+
+
+def kinds(run: Run) -> tuple[Action, ...]:
+    """The faults a nemesis draws from: no slow links under netns (no netem on this kernel;
+    latency lives in the proxies, which netns runs without)."""
+    if run.cluster.fabric is None:
+        return EVERY_FAULT
+    return tuple(fault for fault in EVERY_FAULT if fault != "slow")
 
 
 async def _apply(run: Run, step: Step) -> None:
@@ -257,9 +265,9 @@ def _cascading_env(opts: Options) -> dict[str, str]:
 
 SCENARIOS = {
     "cascading": Scenario(cascading, _cascading_env),
-    "partition": Scenario(partition),
+    "partition": Scenario(partition, netns=True),
     "frozen": Scenario(frozen),
     "poison": Scenario(poison),
     "backend-kill": Scenario(backend_kill),
-    "nemesis": Scenario(nemesis),
+    "nemesis": Scenario(nemesis, netns=True),
 }

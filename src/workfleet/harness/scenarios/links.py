@@ -320,9 +320,9 @@ def _jitter_env(_: Options) -> dict[str, str]:
 SCENARIOS = {
     "lost-dispatch-response": Scenario(lost_dispatch_response),
     "lost-result-ack": Scenario(lost_result_ack),
-    "flapping": Scenario(flapping),
+    "flapping": Scenario(flapping, netns=True),
     "jitter": Scenario(jitter, _jitter_env),
     "long-partition": Scenario(
-        long_partition, lambda _: {"WORKFLEET_WORKER_REMOVAL_S": str(REMOVAL_S)}
+        long_partition, lambda _: {"WORKFLEET_WORKER_REMOVAL_S": str(REMOVAL_S)}, netns=True
     ),
 }
