@@ -64,9 +64,12 @@ def test_a_flapping_link_costs_at_most_one_unavailability_per_cut() -> None:
 
 @pytest.mark.slow
 def test_latency_with_jitter_marks_no_worker_unavailable() -> None:
-    report, ledger = passed("jitter", "--operations", "15")
+    report, ledger = passed(
+        "jitter", "--operations", "15", "--latency-ms", "100", "--jitter-ms", "50"
+    )
     figures = report["figures"]
-    assert figures["times_unavailable"] == 0
+    assert (report["options"]["delay_ms"], report["options"]["jitter_ms"]) == (100, 50)
+    assert figures["health_timeout_s"] == 0.6 and figures["times_unavailable"] == 0
     assert figures["dispatch_ms_jittered"]["n"] == figures["dispatch_ms_reference"]["n"] == 15
     assert ledger["outcomes"] == {"completed": 30}
 

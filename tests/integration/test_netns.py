@@ -35,6 +35,25 @@ def test_a_partition_over_namespaces_is_detected_healed_and_cleaned_up() -> None
     assert netns.leftovers() == before  # its bridge, namespaces and tables are gone
 
 
+@pytest.mark.parametrize("percent", [10, 30])
+def test_lossy_links_cost_retransmits_but_every_operation_completes_once(percent: int) -> None:
+    before = netns.leftovers()
+    code, report, log = loadtest(
+        "packet-loss", "--network", "netns", "--loss-percent", str(percent)
+    )
+    ledger = assert_clean(code, report, log)
+    assert all(report["checks"].values()), report["checks"]
+    assert report["options"]["loss_percent"] == percent
+    figures = report["figures"]
+    assert len(figures["lossy"]) == 3
+    assert abs(figures["packets_dropped"]["percent"] - percent) < 5  # the drop really bit
+    # reported, not checked: marks only where packets were lost, none removed
+    assert set(figures["false_unavailable_by_worker"]) <= set(figures["lossy"])
+    assert figures["removed"] == 0
+    assert set(ledger["outcomes"]) == {"completed"}
+    assert netns.leftovers() == before  # the loss tables went with the rest
+
+
 async def test_signals_reach_the_worker_itself_inside_its_namespace(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path / "cluster", network="netns")
     assert cluster.fabric is not None

@@ -20,6 +20,7 @@ from workfleet.harness.run import Options, Result
 from workfleet.harness.scenarios import SCENARIOS, run_scenario
 
 NETNS_SCENARIOS = [name for name, scenario in SCENARIOS.items() if scenario.netns]
+NETNS_ONLY = [name for name, scenario in SCENARIOS.items() if not scenario.loopback]
 
 
 def loadtest(
@@ -54,6 +55,25 @@ def loadtest(
         float | None,
         typer.Option("--rate", min=0.1, help="latency: submits per second (default 5)."),
     ] = None,
+    latency_ms: Annotated[
+        float, typer.Option("--latency-ms", min=0, help="jitter: delay of each way of a link.")
+    ] = Options.latency_ms,
+    jitter_ms: Annotated[
+        float, typer.Option("--jitter-ms", min=0, help="jitter: ± this around the delay.")
+    ] = Options.jitter_ms,
+    flap_seconds: Annotated[
+        float,
+        typer.Option("--flap-seconds", min=1, help="flapping: how long the link goes down and up."),
+    ] = Options.flap_s,
+    loss_percent: Annotated[
+        int,
+        typer.Option(
+            "--loss-percent",
+            min=0,
+            max=100,
+            help="packet-loss: % of the packets dropped each way on the lossy links.",
+        ),
+    ] = Options.loss_percent,
     break_backend: Annotated[
         str | None,
         typer.Option(
@@ -83,8 +103,7 @@ def loadtest(
         fail(f"unknown scenario {scenario!r}; one of: {', '.join(SCENARIOS)}", 2)
     if break_backend is not None and break_backend not in broken.MODES:
         fail(f"unknown --break-backend {break_backend!r}; one of: {', '.join(broken.MODES)}", 2)
-    if network == "netns":
-        _check_netns(scenario)
+    _check_network(scenario, network)
     if report is not None:
         try:
             import matplotlib  # noqa: F401 - optional: only for the charts of --report
@@ -109,6 +128,10 @@ def loadtest(
         rate=rate,
         break_backend=break_backend,
         network=network,
+        latency_ms=latency_ms,
+        jitter_ms=jitter_ms,
+        flap_s=flap_seconds,
+        loss_percent=loss_percent,
     )
 
     def say(line: str) -> None:
@@ -130,7 +153,11 @@ def loadtest(
         raise typer.Exit(1)
 
 
-def _check_netns(scenario: str) -> None:
+def _check_network(scenario: str, network: str) -> None:
+    if network == "loopback":
+        if scenario in NETNS_ONLY:
+            fail(f"{scenario} needs --network netns (as root: its faults are nftables rules)", 2)
+        return
     if scenario not in NETNS_SCENARIOS:
         runs = ", ".join(NETNS_SCENARIOS)
         fail(f"{scenario} needs the proxies; --network netns runs {runs}", 2)

@@ -11,6 +11,9 @@ conntrack's direction (who sent the first packet), so a partition holds whatever
 processes use. Each (worker, direction) has its own table, so healing one direction leaves
 the other cut, and creating or deleting a table is atomic.
 
+A lossy link drops a share of the packets, each drawn apart, both ways (`numgen random`), in
+a table of its own per worker: TCP retransmits them, so the link is slow and uneven, not cut.
+
 Every name (bridge, veths, namespaces, tables) starts with the run's prefix, FAMILY plus a
 random part: `close()` removes them all, and `python -m workfleet.harness.netns --cleanup`
 removes what a crashed run left (every name starting with FAMILY).
@@ -18,6 +21,7 @@ removes what a crashed run left (every name starting with FAMILY).
 No netem on the kernel this was built on, so latency stays with the proxies."""
 
 import ipaddress
+import json
 import os
 import random
 import secrets
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Side = Literal["in", "out"]
+Kind = Side | Literal["loss"]  # a table's purpose: one side of a partition, or packet loss
 SIDES: dict[str, tuple[Side, ...]] = {"both": ("in", "out"), "in": ("in",), "out": ("out",)}
 FAMILY = "wfx"  # every run's prefix starts with it
 SUBNETS = ipaddress.IPv4Network("10.213.0.0/16")  # each run takes a free /24 of it
@@ -61,8 +66,8 @@ def _run(*command: str, stdin: str | None = None) -> str:
 # ---- the nftables text (pure, so it is tested without root) -------------------------------
 
 
-def table_name(prefix: str, index: int, side: Side) -> str:
-    return f"{prefix}_{index}_{side}"
+def table_name(prefix: str, index: int, kind: Kind) -> str:
+    return f"{prefix}_{index}_{kind}"
 
 
 def partition_rules(table: str, address: str, side: Side) -> str:
@@ -84,6 +89,48 @@ def partition_rules(table: str, address: str, side: Side) -> str:
         f"  }}\n"
         f"}}\n"
     )
+
+
+def loss_rules(table: str, address: str, percent: int) -> str:
+    """An nft script that (re)creates `table`, dropping `percent` % of the packets between the
+    root namespace and a worker at `address`, each way, whoever opened the connection: each
+    packet draws a number in 0..99 (`numgen random mod 100`) and goes if it is below. Counters
+    count the packets seen and those dropped (`loss_counts`), so a run shows the loss it had."""
+    if not 0 <= percent <= 100:
+        raise ValueError(f"a loss is a percentage, 0 to 100: {percent}")
+    chains = []
+    for hook, match in (("output", f"ip daddr {address}"), ("input", f"ip saddr {address}")):
+        chains.append(
+            f"  chain {hook} {{ type filter hook {hook} priority 0; policy accept;\n"
+            f"    {match} counter\n"
+            f"    {match} numgen random mod 100 < {percent} counter drop\n"
+            f"  }}\n"
+        )
+    return (
+        f"add table inet {table}\n"
+        f"delete table inet {table}\n"
+        f"table inet {table} {{\n{''.join(chains)}}}\n"
+    )
+
+
+def loss_counts(listing: str) -> tuple[int, int]:
+    """The packets seen and dropped by a `loss_rules` table, from `nft -j list table`: the
+    counters of its rules, those ending in a drop counting the dropped."""
+    seen = dropped = 0
+    for item in json.loads(listing)["nftables"]:
+        expr = item.get("rule", {}).get("expr", [])
+        packets = sum(e["counter"]["packets"] for e in expr if "counter" in e)
+        if any("drop" in e for e in expr):
+            dropped += packets
+        else:
+            seen += packets
+    return seen, dropped
+
+
+def without_table(table: str) -> str:
+    """An nft script that deletes `table` if it exists (`add` first: deleting a table that
+    is not there is an error)."""
+    return f"add table inet {table}\ndelete table inet {table}\n"
 
 
 def pick_subnet(used: list[ipaddress.IPv4Network], rng: random.Random) -> ipaddress.IPv4Network:
@@ -224,13 +271,24 @@ class Fabric:
     def heal(self, worker_id: str, direction: str = "both") -> None:
         index = self.workers[worker_id]
         for side in SIDES[direction]:
-            table = table_name(self.prefix, index, side)
-            # `add` first: deleting a table that is not there is an error
-            _run("nft", "-f", "-", stdin=f"add table inet {table}\ndelete table inet {table}\n")
+            _run("nft", "-f", "-", stdin=without_table(table_name(self.prefix, index, side)))
+
+    def lose(self, worker_id: str, percent: int) -> None:
+        """Drop `percent` % of the packets each way on the worker's link (0: none)."""
+        table = table_name(self.prefix, self.workers[worker_id], "loss")
+        address = self.worker_address(worker_id)
+        script = loss_rules(table, address, percent) if percent else without_table(table)
+        _run("nft", "-f", "-", stdin=script)
+
+    def loss_counts(self, worker_id: str) -> tuple[int, int]:
+        """The packets seen and dropped on the worker's lossy link so far."""
+        table = table_name(self.prefix, self.workers[worker_id], "loss")
+        return loss_counts(_run("nft", "-j", "list", "table", "inet", table))
 
     def heal_all(self) -> None:
         for worker_id in self.workers:
             self.heal(worker_id)
+            self.lose(worker_id, 0)
 
     def close(self) -> None:
         remove(self.prefix)

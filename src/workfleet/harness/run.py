@@ -31,6 +31,7 @@ from workfleet.harness.ledger import (
     terminal_transitions,
 )
 from workfleet.harness.nemesis import Schedule
+from workfleet.harness.netns import Fabric
 from workfleet.harness.proxy import Proxy
 from workfleet.protocol import AuditRecordView, OperationView, WorkerHealth
 
@@ -47,6 +48,10 @@ class Options:
     rate: float | None = None  # open-loop scenarios: submits per second
     break_backend: str | None = None  # the checker's self-test: a harness/broken.py mode
     network: Literal["loopback", "netns"] = "loopback"  # netns: root, harness/netns.py
+    latency_ms: float = 200.0  # jitter: each way of every link, delay ± jitter
+    jitter_ms: float = 100.0
+    flap_s: float = 20.0  # flapping: how long the link goes down and up
+    loss_percent: int = 10  # packet-loss: of the packets on each lossy link, each way
 
 
 @dataclass
@@ -302,6 +307,21 @@ class Run:
                 proxy.heal() if heal else proxy.partition()
         self.mark(f"{'heal' if heal else 'partition'} {worker_id} ({direction})")
 
+    def lose_packets(self, worker_id: str, percent: int) -> None:
+        """Drop `percent` % of the worker's packets each way (0: none), under netns only: the
+        proxies relay a TCP stream, whose packets the kernel has already delivered."""
+        self._fabric().lose(worker_id, percent)
+        self.mark(f"{percent} % packet loss on {worker_id}" if percent else f"heal {worker_id}")
+
+    def packets_lost(self, worker_id: str) -> tuple[int, int]:
+        """The packets seen and dropped on the worker's lossy link (before it heals)."""
+        return self._fabric().loss_counts(worker_id)
+
+    def _fabric(self) -> Fabric:
+        if self.cluster.fabric is None:
+            raise ValueError("packet loss needs network netns (nftables rules)")
+        return self.cluster.fabric
+
     async def restart_backend(self) -> None:
         self.mark("kill backend")
         await self.cluster.restart_backend()
@@ -374,6 +394,7 @@ class Scenario:
     play: Callable[[Run, Options], Awaitable[Result]]
     backend_env: Callable[[Options], dict[str, str]] = lambda _: {}
     netns: bool = False  # it also runs with --network netns (its link faults: partitions only)
+    loopback: bool = True  # False: its faults exist under --network netns only
 
 
 # ---- steps scenarios are made of -------------------------------------------------------

@@ -10,8 +10,10 @@ from typer.testing import CliRunner
 
 from workfleet.cli import loadtest as cli
 from workfleet.cli.main import app
+from workfleet.harness.cluster import FAST
 from workfleet.harness.ledger import History, Record, reconcile
 from workfleet.harness.run import Mark, Options, Result
+from workfleet.harness.scenarios import links
 
 pytestmark = pytest.mark.unit
 
@@ -88,3 +90,50 @@ def test_a_schedule_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
     done = CliRunner().invoke(app, ["loadtest", "nemesis", "--schedule", str(bad)])
     assert done.exit_code == 2
     assert "cannot read the schedule" in done.output
+
+
+def test_the_link_fault_options_reach_the_scenario(fake_run: dict[str, Any]) -> None:
+    args = ["--latency-ms", "50", "--jitter-ms", "0", "--flap-seconds", "5", "--loss-percent", "30"]
+    done = CliRunner().invoke(app, ["loadtest", "jitter", *args])
+    assert done.exit_code == 0, done.output
+    opts = fake_run["opts"]
+    assert (opts.latency_ms, opts.jitter_ms, opts.flap_s, opts.loss_percent) == (50, 0, 5, 30)
+
+
+def test_the_link_fault_options_default_to_what_the_scenarios_always_ran(
+    fake_run: dict[str, Any],
+) -> None:
+    done = CliRunner().invoke(app, ["loadtest", "jitter"])
+    assert done.exit_code == 0, done.output
+    opts = fake_run["opts"]
+    assert (opts.latency_ms, opts.jitter_ms, opts.flap_s, opts.loss_percent) == (200, 100, 20, 10)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--latency-ms", "-1"],
+        ["--jitter-ms", "-1"],
+        ["--flap-seconds", "0.5"],
+        ["--loss-percent", "-1"],
+        ["--loss-percent", "101"],
+    ],
+)
+def test_a_link_fault_option_out_of_range_is_refused(
+    fake_run: dict[str, Any], option: list[str]
+) -> None:
+    done = CliRunner().invoke(app, ["loadtest", "jitter", *option])
+    assert done.exit_code == 2 and option[0] in done.output
+    assert "opts" not in fake_run  # refused before anything ran
+
+
+def test_the_jitter_scenarios_health_timeout_follows_its_latency() -> None:
+    assert links.health_timeout_s(0.2, 0.1) == 1.2  # twice the worst round trip
+    env = links.SCENARIOS["jitter"].backend_env(Options(latency_ms=100, jitter_ms=50))
+    assert env == {"WORKFLEET_HEALTH_TIMEOUT_S": "0.6"}
+    # little or no latency: the usual timeout, not less
+    assert (
+        links.health_timeout_s(0.05, 0.0)
+        == links.health_timeout_s(0.0, 0.0)
+        == FAST.health_timeout_s
+    )

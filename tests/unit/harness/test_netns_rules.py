@@ -1,10 +1,13 @@
 """The pure parts of harness/netns.py, without root: the nftables text of each side of a
-partition, the choice of a free subnet, the one message when netns cannot run, and the
-`loadtest --network netns` checks made before anything starts."""
+partition and of a lossy link, the loss counters read back, the choice of a free subnet, the
+one message when netns cannot run, and the `loadtest --network netns` checks made before
+anything starts."""
 
 import ipaddress
+import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -99,3 +102,51 @@ def test_the_cli_passes_the_network_to_the_scenario(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(cli, "run_scenario", run_scenario)
     CliRunner().invoke(app, ["loadtest", "long-partition", "--network", "netns"])
     assert [opts.network for opts in seen] == ["netns"]
+
+
+def test_a_lossy_link_drops_a_share_of_the_packets_each_way_and_counts_them() -> None:
+    text = netns.loss_rules("wfx0_2_loss", "10.213.7.2", 30)
+    assert rules(text) == [
+        "ip daddr 10.213.7.2 numgen random mod 100 < 30 counter drop",  # output: to it
+        "ip saddr 10.213.7.2 numgen random mod 100 < 30 counter drop",  # input: from it
+    ]
+    # every packet is counted before its draw: the loss it really had can be reported
+    seen = [line.strip() for line in text.splitlines() if line.strip().endswith("counter")]
+    assert seen == ["ip daddr 10.213.7.2 counter", "ip saddr 10.213.7.2 counter"]
+    assert text.splitlines()[:2] == ["add table inet wfx0_2_loss", "delete table inet wfx0_2_loss"]
+
+
+def test_a_loss_is_a_percentage() -> None:
+    assert "< 100 counter drop" in netns.loss_rules("t", "10.213.7.2", 100)
+    for wrong in (-1, 101):
+        with pytest.raises(ValueError, match="0 to 100"):
+            netns.loss_rules("t", "10.213.7.2", wrong)
+
+
+def test_a_loss_tables_name_is_found_by_the_cleanup() -> None:
+    assert netns.table_name("wfxabcdef", 3, "loss") == "wfxabcdef_3_loss"
+
+
+def test_the_loss_counts_are_read_from_the_tables_json_listing() -> None:
+    def rule(chain: str, packets: int, *, drop: bool) -> dict[str, Any]:
+        expr: list[dict[str, Any]] = [{"match": {}}, {"counter": {"packets": packets, "bytes": 1}}]
+        return {"rule": {"chain": chain, "expr": expr + ([{"drop": None}] if drop else [])}}
+
+    listing = {
+        "nftables": [
+            {"metainfo": {"version": "1.0.6"}},
+            {"table": {"family": "inet", "name": "wfx0_2_loss"}},
+            {"chain": {"name": "output"}},
+            rule("output", 100, drop=False),
+            rule("output", 9, drop=True),
+            rule("input", 50, drop=False),
+            rule("input", 6, drop=True),
+        ]
+    }
+    assert netns.loss_counts(json.dumps(listing)) == (150, 15)
+
+
+def test_the_cli_refuses_a_netns_only_scenario_over_the_loopback() -> None:
+    done = CliRunner().invoke(app, ["loadtest", "packet-loss"])
+    assert done.exit_code == 2 and "packet-loss needs --network netns" in done.output
+    assert "packet-loss" in cli.NETNS_SCENARIOS  # and --network netns runs it

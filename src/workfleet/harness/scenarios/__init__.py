@@ -11,10 +11,10 @@ from pathlib import Path
 from workfleet.harness import broken
 from workfleet.harness.cluster import FAST, Cluster
 from workfleet.harness.run import Options, Result, Run, Scenario
-from workfleet.harness.scenarios import faults, lifecycle, links, load
+from workfleet.harness.scenarios import faults, lifecycle, links, load, network
 
 SCENARIOS: dict[str, Scenario] = (
-    load.SCENARIOS | faults.SCENARIOS | links.SCENARIOS | lifecycle.SCENARIOS
+    load.SCENARIOS | faults.SCENARIOS | links.SCENARIOS | lifecycle.SCENARIOS | network.SCENARIOS
 )
 
 

@@ -21,8 +21,9 @@ from workfleet.harness.run import (
     sleep_params,
     status_is,
 )
-from workfleet.harness.scenarios.links import DELAY_S, JITTER_S
 from workfleet.protocol import OperationView
+
+SLOW_S, SLOW_JITTER_S = 0.2, 0.1  # nemesis: a slow link, each way (the jitter scenario's default)
 
 
 async def cascading(run: Run, opts: Options) -> Result:
@@ -238,7 +239,7 @@ def kinds(run: Run) -> tuple[Action, ...]:
 async def _apply(run: Run, step: Step) -> None:
     if step.action == "slow":
         for proxy in run.proxies(step.target, step.direction or "both"):
-            proxy.latency(DELAY_S, JITTER_S)
+            proxy.latency(SLOW_S, SLOW_JITTER_S)
         run.mark(f"slow {step.target} ({step.direction})")
     elif step.action == "kill":
         run.kill(step.target)

@@ -8,6 +8,7 @@ import statistics
 import time
 from typing import Any
 
+from workfleet.harness.cluster import FAST
 from workfleet.harness.proxy import Proxy
 from workfleet.harness.run import (
     Options,
@@ -23,8 +24,6 @@ from workfleet.harness.run import (
 )
 from workfleet.protocol import OperationView
 
-FLAP_S = 20.0  # flapping: how long the link goes down and up
-DELAY_S, JITTER_S = 0.2, 0.1  # jitter: each way of every link
 REMOVAL_S = 3.0  # long-partition: the backend forgets a worker unavailable this long
 PACE_S = 0.4  # jitter: one submit every PACE_S, so capacity is idle for each
 
@@ -91,7 +90,8 @@ async def lost_result_ack(run: Run, opts: Options) -> Result:
 
 
 async def flapping(run: Run, opts: Options) -> Result:
-    """One worker's link goes down and up every 1-2 s for 20 s while operations keep coming
+    """One worker's link goes down and up every 1-2 s for --flap-seconds (20 by default)
+    while operations keep coming
     (about two per worker queued or running): the worker goes unavailable at most once per
     cut and is never removed, no operation runs out of attempts, all complete."""
     workers = opts.workers or 4
@@ -103,7 +103,7 @@ async def flapping(run: Run, opts: Options) -> Result:
     feeding = asyncio.create_task(keep_fed(run, 2 * workers, op_s, stop))
     cuts = 0
     began = time.monotonic()
-    while time.monotonic() - began < FLAP_S:
+    while time.monotonic() - began < opts.flap_s:
         run.partition(flapper)
         cuts += 1
         await asyncio.sleep(rng.uniform(1.0, 2.0))
@@ -111,7 +111,7 @@ async def flapping(run: Run, opts: Options) -> Result:
         await asyncio.sleep(rng.uniform(1.0, 2.0))
     stop.set()
     await feeding
-    options = options_of(opts, workers, None, op_s) | {"flap_s": FLAP_S}
+    options = options_of(opts, workers, None, op_s) | {"flap_s": opts.flap_s}
     result = await run.finish("flapping", options, drain_s=90)
     changes = [e for e in run.backend_events("worker_status_changed") if e["worker_id"] == flapper]
     unavailable = sum(1 for e in changes if e["after"] == "temporarily_unavailable")
@@ -131,15 +131,15 @@ async def flapping(run: Run, opts: Options) -> Result:
     return result
 
 
-async def jitter(
-    run: Run, opts: Options, *, delay_s: float = DELAY_S, jitter_s: float = JITTER_S
-) -> Result:
-    """Latency of delay ± jitter on each way of every link (a round trip pays it twice), with
-    the backend's health timeout above the worst round trip: no worker is ever marked
-    unavailable, and dispatch latency grows by about the round trip. Dispatch latency
+async def jitter(run: Run, opts: Options) -> Result:
+    """Latency of delay ± jitter (--latency-ms, --jitter-ms: 200 ± 100 ms by default) on each
+    way of every link (a round trip pays it twice), with the backend's health timeout above
+    the worst round trip: no worker is ever marked unavailable, and dispatch latency grows by
+    about the round trip. Dispatch latency
     (acknowledged - created, capacity idle) is measured before the latency and under it."""
     workers, count = opts.workers or 3, opts.operations or 20
     op_s = opts.op_seconds or 0.1
+    delay_s, jitter_s = opts.latency_ms / 1000, opts.jitter_ms / 1000
     names = await fleet(run, workers, proxied=True)
     reference = await paced(run, count, op_s)
     await run.drain(60)
@@ -149,8 +149,8 @@ async def jitter(
     run.mark(f"latency {delay_s * 1000:g} ± {jitter_s * 1000:g} ms each way")
     jittered = await paced(run, count, op_s)
     options = options_of(opts, workers, 2 * count, op_s) | {
-        "delay_ms": delay_s * 1000,
-        "jitter_ms": jitter_s * 1000,
+        "delay_ms": opts.latency_ms,
+        "jitter_ms": opts.jitter_ms,
     }
     result = await run.finish("jitter", options, drain_s=90)
     records = {op.operation_id: op for op in await run.records()}
@@ -309,12 +309,14 @@ def dispatch_ms(ops: list[OperationView]) -> dict[str, float]:
 
 
 def health_timeout_s(delay_s: float, jitter_s: float) -> float:
-    """Twice the worst round trip (each way delay + jitter), so no check fails for latency."""
-    return round(2 * 2 * (delay_s + jitter_s), 2)
+    """Twice the worst round trip (each way delay + jitter), so no check fails for latency;
+    never below the usual timeout (no latency is no reason to wait less)."""
+    return max(FAST.health_timeout_s, round(2 * 2 * (delay_s + jitter_s), 2))
 
 
-def _jitter_env(_: Options) -> dict[str, str]:
-    return {"WORKFLEET_HEALTH_TIMEOUT_S": str(health_timeout_s(DELAY_S, JITTER_S))}
+def _jitter_env(opts: Options) -> dict[str, str]:
+    timeout_s = health_timeout_s(opts.latency_ms / 1000, opts.jitter_ms / 1000)
+    return {"WORKFLEET_HEALTH_TIMEOUT_S": str(timeout_s)}
 
 
 SCENARIOS = {
