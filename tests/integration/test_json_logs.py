@@ -7,9 +7,6 @@ token, not an API key, not a worker's bootstrap token (mtls enrollment).
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,25 +137,9 @@ def test_the_server_s_own_messages_are_json_too(token_logs: Logs) -> None:
 # ---- mtls: a worker enrolls with a bootstrap token -----------------------------------------------
 
 
-def _bootstrap_token(cluster: Cluster, worker_id: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLEET_")}
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "workfleet", "certs", "bootstrap-token"),
-            *("--worker-id", worker_id, "--data-dir", str(cluster.data_dir)),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
 async def _mtls_mode(cluster: Cluster) -> str:
     await cluster.start_backend()
-    token = _bootstrap_token(cluster, "w-log-m")
+    token = cluster.bootstrap_token("w-log-m")
     await cluster.start_worker(
         "w-log-m", issue_certificate=False, env={"WORKFLEET_BOOTSTRAP_TOKEN": token}
     )

@@ -14,10 +14,8 @@
 """
 
 import asyncio
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -373,22 +371,6 @@ def test_the_openmetrics_exposition_parses(scraped: Scraped) -> None:
 # ---- mtls: certificates and service discovery over https -----------------------------------------
 
 
-def _bootstrap_token(cluster: Cluster, worker_id: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLEET_")}
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "workfleet", "certs", "bootstrap-token"),
-            *("--worker-id", worker_id, "--data-dir", str(cluster.data_dir)),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
 @dataclass
 class MtlsScrape:
     backend: str
@@ -399,7 +381,7 @@ class MtlsScrape:
 
 async def _mtls_scrape(cluster: Cluster) -> MtlsScrape:
     await cluster.start_backend()
-    token = _bootstrap_token(cluster, "w-m-1")
+    token = cluster.bootstrap_token("w-m-1")
     await cluster.start_worker(
         "w-m-1", issue_certificate=False, env={"WORKFLEET_BOOTSTRAP_TOKEN": token}
     )

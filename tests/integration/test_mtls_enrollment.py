@@ -2,9 +2,6 @@
 gets its own short-lived certificate, and renews it with itself before it expires.
 Checklist lines: REG-11, REG-12, REG-13 (over the API), REV-08."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -15,29 +12,6 @@ from workfleet.harness.cluster import Cluster, wait_for
 from workfleet.security.identity import Identity
 from workfleet.security.pki import make_key_and_csr
 from workfleet.security.tls import client_context
-
-
-def bootstrap_token(cluster: Cluster, worker_id: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKFLEET_")}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workfleet",
-            "certs",
-            "bootstrap-token",
-            "--worker-id",
-            worker_id,
-            "--data-dir",
-            str(cluster.data_dir),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout.strip()
 
 
 def enrollment(worker_id: str, token: str, csr: bytes, **names: list[str]) -> dict[str, object]:
@@ -61,7 +35,7 @@ async def fleet(tmp_path: Path):  # type: ignore[no-untyped-def]
 async def test_a_worker_enrolls_with_a_bootstrap_token_and_renews_its_certificate(
     fleet: Cluster,
 ) -> None:
-    token = bootstrap_token(fleet, "w1")
+    token = fleet.bootstrap_token("w1")
     process = await fleet.start_worker(
         "w1", issue_certificate=False, env={"WORKFLEET_BOOTSTRAP_TOKEN": token}
     )
@@ -98,14 +72,14 @@ async def _expired(certificate: x509.Certificate) -> bool:
 async def test_bootstrap_tokens_are_single_use_bound_and_spent_only_by_a_good_csr(
     fleet: Cluster,
 ) -> None:
-    token = bootstrap_token(fleet, "w1")
+    token = fleet.bootstrap_token("w1")
     _, csr = make_key_and_csr("w1")
     async with httpx.AsyncClient(
         base_url=fleet.url, verify=client_context(fleet.ca_file), trust_env=False
     ) as http:
         garbage = await http.post("/api/v1/enroll", json=enrollment("w1", token, b"not a csr"))
         wrong_worker = await http.post(
-            "/api/v1/enroll", json=enrollment("w2", bootstrap_token(fleet, "w1"), csr)
+            "/api/v1/enroll", json=enrollment("w2", fleet.bootstrap_token("w1"), csr)
         )
         first = await http.post(
             "/api/v1/enroll",

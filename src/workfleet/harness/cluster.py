@@ -228,6 +228,14 @@ class Cluster:
             timeout=timeout_s,
         )
 
+    def bootstrap_token(self, worker_id: str) -> str:
+        """mtls: a one-time enrollment token for `worker_id`, as `certs bootstrap-token` prints
+        it (the operator's step before a worker enrolls on its own)."""
+        done = self.cli("certs", "bootstrap-token", "--worker-id", worker_id, timeout_s=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"certs bootstrap-token failed: {done.stderr.strip()}")
+        return done.stdout.strip()
+
     def create_key(self, role: str = "admin", name: str = "admin") -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(  # noqa: S603
