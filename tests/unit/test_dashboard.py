@@ -10,44 +10,18 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fakes import NoFleet
 from workfleet.backend.app import create_app
 from workfleet.backend.auth import create_key
 from workfleet.backend.fleet_stats import FleetHistory, Totals, queue_breakdown
-from workfleet.backend.gateway import DispatchResult, HealthCheckFailed
 from workfleet.backend.orchestrator import Orchestrator, Registration, utc_now
 from workfleet.backend.routes.ui import ASSETS, CONTENT_SECURITY_POLICY
-from workfleet.domain.operations import Lease
-from workfleet.domain.workers import Capabilities, Worker
-from workfleet.protocol import DispatchRequest, WorkerHealth
+from workfleet.domain.workers import Capabilities
 from workfleet.settings import BackendSettings, Placement
 from workfleet.store.memory import MemoryStore
 
 SECRET = "dashboard-cluster-secret-0123456789abcdefgh"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class NoFleet:
-    """A WorkerGateway that reaches no worker (no sockets in unit tests)."""
-
-    async def dispatch(self, worker: Worker, request: DispatchRequest) -> DispatchResult:
-        return DispatchResult("refused", "no fleet in this test")
-
-    async def dispatch_many(
-        self, worker: Worker, requests: list[DispatchRequest]
-    ) -> list[DispatchResult]:
-        return [await self.dispatch(worker, request) for request in requests]
-
-    async def cancel(self, worker: Worker, operation_id: str, lease: Lease) -> None:
-        return None
-
-    async def health(self, worker: Worker, *, timeout_s: float) -> WorkerHealth:
-        raise HealthCheckFailed("no fleet in this test", refused=True)
-
-    def forget(self, worker_id: str) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
 
 
 @contextlib.asynccontextmanager

@@ -27,13 +27,10 @@ from schemathesis.python.asgi import shutdown_lifespans
 from schemathesis.schemas import BaseSchema
 from schemathesis.specs.openapi.checks import ignored_auth
 
+from fakes import NoFleet
 from workfleet.backend.app import create_app
 from workfleet.backend.auth import create_key
-from workfleet.backend.gateway import DispatchResult, HealthCheckFailed
 from workfleet.backend.orchestrator import utc_now
-from workfleet.domain.operations import Lease
-from workfleet.domain.workers import Worker
-from workfleet.protocol import DispatchRequest, WorkerHealth
 from workfleet.settings import BackendSettings
 from workfleet.store.memory import MemoryStore
 
@@ -41,31 +38,6 @@ CLUSTER_SECRET = "fuzz-cluster-secret-0123456789abcdefghijklmnop"
 PUBLIC = {("GET", "/health"), ("POST", "/api/v1/enroll")}  # same list as test_route_inventory
 MAX_EXAMPLES = 20  # per operation and caller: the whole module runs in well under 60 s
 REQUEST_TIMEOUT_S = 10.0
-
-
-class NoFleet:
-    """A WorkerGateway that reaches nothing: registered workers refuse work and do not answer
-    their health checks, so no fuzzed endpoint URL is ever called."""
-
-    async def dispatch(self, worker: Worker, request: DispatchRequest) -> DispatchResult:
-        return DispatchResult("refused", "the fuzz test reaches no worker")
-
-    async def dispatch_many(
-        self, worker: Worker, requests: list[DispatchRequest]
-    ) -> list[DispatchResult]:
-        return [await self.dispatch(worker, request) for request in requests]
-
-    async def cancel(self, worker: Worker, operation_id: str, lease: Lease) -> None:
-        return None
-
-    async def health(self, worker: Worker, *, timeout_s: float) -> WorkerHealth:
-        raise HealthCheckFailed("the fuzz test reaches no worker", refused=True)
-
-    def forget(self, worker_id: str) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
 
 
 def backend_app(data_dir: Path) -> tuple[FastAPI, str]:
