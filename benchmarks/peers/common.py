@@ -5,6 +5,7 @@ the Celery and Dask sides (benchmarks/results/peers-venv). `percentile` and `sum
 benchmarks/stats.py, as in bench_core.py, so every column is computed the same way.
 """
 
+import argparse
 import json
 import os
 import sys
@@ -79,3 +80,16 @@ def describe(name: str, figures: dict[str, Any]) -> str:
     p50 = figures.get("p50_s")
     shown = "never" if p50 is None else f"p50 {p50:.3f} s, max {figures['max_s']:.3f} s"
     return f"{name}: {shown} ({figures['never']} of {figures['n']} never re-ran)"
+
+
+def side_parser(description: str) -> argparse.ArgumentParser:
+    """The options run.py gives every side; a side adds its own."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--latency", type=int, default=600)
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--round-trip", type=int, default=300)
+    parser.add_argument("--burst", type=int, default=5000)
+    parser.add_argument("--kill-trials", type=int, default=5)
+    return parser

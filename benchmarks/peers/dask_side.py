@@ -164,14 +164,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--slots", type=int, default=2)
-    parser.add_argument("--latency", type=int, default=600)
-    parser.add_argument("--rate", type=float, default=50.0)
-    parser.add_argument("--round-trip", type=int, default=300)
-    parser.add_argument("--burst", type=int, default=5000)
-    parser.add_argument("--kill-trials", type=int, default=5)
+    parser = common.side_parser(__doc__.split("\n\n")[0])
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the clusters close
     with tempfile.TemporaryDirectory(prefix="peers-dask-") as tmp:
