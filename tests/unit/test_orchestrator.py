@@ -628,6 +628,7 @@ async def test_a_large_result_is_read_back_from_the_store_not_kept_in_memory(rig
     big = {"rows": "x" * RECENT_MAX_BYTES}
     done = await rig.orch.report_completion(op.operation_id, lease_of(op), "completed", result=big)
     assert not kept_in_memory(done) and kept_in_memory(replace(done, result={"answer": 42}))
+    assert op.operation_id not in rig.orch._recent  # durable when acknowledged, so let go
     assert (await rig.orch.get(op.operation_id)).result == big
 
 

@@ -61,7 +61,8 @@ from workfleet.store.base import OperationQuery, Store
 log = structlog.get_logger(__name__)
 RECENT_TERMINAL = 1000
 # a finished operation larger than this (params and result as JSON) is read back from the store
-# instead of kept among the recent ones, so they hold at most RECENT_TERMINAL x this (~64 MB)
+# once it is durable instead of kept among the recent ones, so they hold at most
+# RECENT_TERMINAL x this (~64 MB)
 RECENT_MAX_BYTES = 64 << 10
 REFUSAL_COOLDOWN_S = 1.0  # a worker that refused a dispatch is skipped this long
 WAIT_RECHECK_S = 1.0  # an operation the policy holds back for a busy worker is looked at again
@@ -852,10 +853,9 @@ class Orchestrator:
         self._dirty_progress.discard(op.operation_id)
         if op.idempotency_key is not None:
             self._keys.pop((op.owner, op.idempotency_key), None)
-        if kept_in_memory(op):
-            self._recent[op.operation_id] = op
-            while len(self._recent) > RECENT_TERMINAL:
-                self._recent.popitem(last=False)
+        self._recent[op.operation_id] = op  # until durable, the store still has the old row
+        while len(self._recent) > RECENT_TERMINAL:
+            self._recent.popitem(last=False)
         self.audit.note(
             "system",
             "operation.complete",
@@ -871,6 +871,8 @@ class Orchestrator:
 
     async def _finished(self, op: Operation, persisted: "asyncio.Task[None]") -> None:
         await persisted
+        if not kept_in_memory(op):  # durable now: the store answers for it
+            self._recent.pop(op.operation_id, None)
         self._finished_mono.append(self.monotonic())
         self.metrics.finished(op)  # counted, and timed from submit
         log.info(
