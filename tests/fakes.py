@@ -1,5 +1,7 @@
 """Fakes that are real implementations, shared by unit tests that build the backend in-process."""
 
+from collections.abc import Collection
+
 from workfleet.backend.gateway import DispatchResult, HealthCheckFailed
 from workfleet.domain.operations import Lease
 from workfleet.domain.workers import Worker
@@ -24,7 +26,7 @@ class NoFleet:
     async def health(self, worker: Worker, *, timeout_s: float) -> WorkerHealth:
         raise HealthCheckFailed("no fleet in this test", refused=True)
 
-    def forget(self, worker_id: str) -> None:
+    def keep_only(self, worker_ids: Collection[str]) -> None:
         return None
 
     async def close(self) -> None:

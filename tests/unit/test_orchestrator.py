@@ -7,7 +7,7 @@ the HealthMonitor would call, one step at a time: no background loop runs, nothi
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -77,7 +77,7 @@ class FakeFleet:
         self.instances: dict[str, str] = {}
         self.down: dict[str, HealthCheckFailed] = {}
         self.unhealthy: set[str] = set()
-        self.forgotten: list[str] = []
+        self.pooled: set[str] | None = None  # the workers it last was told to keep
 
     def answer_next_dispatch(self, worker_id: str, result: DispatchResult) -> None:
         self.next_results.setdefault(worker_id, []).append(result)
@@ -121,8 +121,8 @@ class FakeFleet:
             uptime_seconds=100.0,
         )
 
-    def forget(self, worker_id: str) -> None:
-        self.forgotten.append(worker_id)
+    def keep_only(self, worker_ids: Collection[str]) -> None:
+        self.pooled = set(worker_ids)
 
     async def close(self) -> None:
         return None
@@ -943,7 +943,7 @@ async def test_deregister_forgets_the_worker_here_in_the_store_and_in_the_gatewa
     await rig.register()
     await rig.orch.deregister("w1")
     assert (rig.orch.worker_known("w1"), await rig.store.load_workers()) == (False, [])
-    assert rig.fleet.forgotten == ["w1"]  # its connection pool is closed
+    assert rig.fleet.pooled == set()  # its connection pool is closed
 
 
 async def test_deregister_of_an_unknown_worker_raises_not_found(rig: Rig) -> None:
@@ -1099,7 +1099,7 @@ async def test_a_worker_unavailable_for_removal_s_is_removed(make_rig: MakeRig) 
         False,
         [],
     )
-    assert rig.fleet.forgotten == ["w1"]
+    assert rig.fleet.pooled == set()
 
 
 async def test_a_worker_unavailable_for_less_than_removal_s_is_kept(make_rig: MakeRig) -> None:

@@ -244,7 +244,9 @@ def test_with_tracing_off_nothing_is_set_up(tmp_path: Path) -> None:
     app = create_app(settings, store=MemoryStore())
     assert not getattr(app, "_is_instrumented_by_opentelemetry", False)
     gateway = app.state.orchestrator.gateway
-    assert not getattr(gateway._new_client(), "_is_instrumented_by_opentelemetry", False)
+    worker_pool = gateway._new_client()
+    assert not getattr(worker_pool, "_is_instrumented_by_opentelemetry", False)
+    asyncio.run(worker_pool.aclose())
     assert not [t for t in threading.enumerate() if t.name.startswith("OtelBatch")]
     assert tracing.child_setup() is None and tracing.preload_modules() == []
 

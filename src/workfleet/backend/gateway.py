@@ -4,6 +4,7 @@ WorkerGateway protocol; HttpWorkerGateway is the real one (a small httpx pool pe
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -62,8 +63,8 @@ class WorkerGateway(Protocol):
 
     async def health(self, worker: Worker, *, timeout_s: float) -> WorkerHealth: ...
 
-    def forget(self, worker_id: str) -> None:
-        """The worker is gone (removed, deregistered): drop what was kept for it."""
+    def keep_only(self, worker_ids: Collection[str]) -> None:
+        """Drop what was kept for any worker not among these (the registry's)."""
 
     async def close(self) -> None: ...
 
@@ -115,10 +116,12 @@ class HttpWorkerGateway:
         tracing.instrument_client(client)  # dispatch and cancel (health checks: quiet)
         return client
 
-    def forget(self, worker_id: str) -> None:
-        client = self._clients.pop(worker_id, None)
-        if client is not None:
-            task = asyncio.get_running_loop().create_task(client.aclose())
+    def keep_only(self, worker_ids: Collection[str]) -> None:
+        """Close the pools of workers that left. Called on every health round too, so a pool
+        made by a call still in flight when its worker left (a check, a dispatch, a cancel)
+        lives one interval at most."""
+        for worker_id in [w for w in self._clients if w not in worker_ids]:
+            task = asyncio.get_running_loop().create_task(self._clients.pop(worker_id).aclose())
             self._closing.add(task)  # held: the loop keeps only weak references to tasks
             task.add_done_callback(self._closing.discard)
 

@@ -547,9 +547,9 @@ class Orchestrator:
         worker = self._worker(worker_id)
         self._lose_worker_operations(worker, "worker_deregistered", count_loss=False)
         del self.workers[worker_id]
+        self.gateway.keep_only(self.workers.keys())
         self.metrics.deregistrations.labels(worker.worker_type, "deregistered").inc()
         await self.store.delete_worker(worker_id)
-        self.gateway.forget(worker_id)
         self.audit.note("system", "worker.deregister", f"worker:{worker_id}", "removed")
         log.info("worker_deregistered", worker_id=worker_id)
 
@@ -607,10 +607,10 @@ class Orchestrator:
             self.metrics.deregistrations.labels(worker.worker_type, "removed").inc()
             self._refused_until.pop(worker.worker_id, None)
             await self.store.delete_worker(worker.worker_id)
-            self.gateway.forget(worker.worker_id)
             self.on_worker_removed(worker.worker_id)
             self.audit.note("system", "worker.remove", f"worker:{worker.worker_id}", "removed")
             log.warning("worker_removed", worker_id=worker.worker_id)
+        self.gateway.keep_only(self.workers.keys())  # every round: stragglers' pools too
         return [w.worker_id for w in expired]
 
     # ---- dispatch (driven by the Dispatcher) ---------------------------------------------------
