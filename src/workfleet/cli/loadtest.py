@@ -69,7 +69,7 @@ def loadtest(
         int,
         typer.Option(
             "--loss-percent",
-            min=0,
+            min=1,
             max=100,
             help="packet-loss: % of the packets dropped each way on the lossy links.",
         ),

@@ -21,8 +21,6 @@ from typing import Any, Literal
 
 import httpx
 
-from workfleet.backend.auth import create_key_offline
-from workfleet.backend.orchestrator import utc_now
 from workfleet.client import Client
 from workfleet.harness.netns import Fabric
 from workfleet.harness.proxy import Proxy
@@ -251,6 +249,10 @@ class Cluster:
         if self.fabric is not None:
             self.fabric.up()
         if not self.admin_key:  # in-process: a `keys create` process per cluster costs a second
+            # imported here: simulated-worker processes import this module, not the backend
+            from workfleet.backend.auth import create_key_offline
+            from workfleet.backend.orchestrator import utc_now
+
             self.data_dir.mkdir(parents=True, exist_ok=True)
             url = sqlite_url(self.data_dir)
             self.admin_key = await create_key_offline(url, "admin", "admin", utc_now)

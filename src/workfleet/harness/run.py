@@ -12,9 +12,9 @@ import json
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 
@@ -34,6 +34,8 @@ from workfleet.harness.nemesis import Schedule
 from workfleet.harness.netns import Fabric
 from workfleet.harness.proxy import Proxy
 from workfleet.protocol import AuditRecordView, OperationView, WorkerHealth
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -115,6 +117,7 @@ class Run:
         self.backend_restarts = 0
         self.client = cluster.client()
         self._sampler: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[Any]] = []
 
     def now(self) -> float:
         return time.time() - self.t0
@@ -163,6 +166,18 @@ class Run:
         return ids
 
     # ---- watching -----------------------------------------------------------------------------
+
+    def in_background(self, work: Coroutine[Any, Any, T]) -> "asyncio.Task[T]":
+        """A task of this run (a feeder, a reviver): cancelled when the run ends, however it
+        ends (run_scenario), so none outlives its fleet, nor restarts workers being stopped."""
+        task = asyncio.create_task(work)
+        self._background.append(task)
+        return task
+
+    async def stop_background(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     async def start_sampling(self, interval_s: float = 0.25) -> None:
         async def sample() -> None:

@@ -218,7 +218,7 @@ def sim_worker(
     client = httpx.AsyncClient(
         base_url=settings.backend_url.rstrip("/"),
         headers=auth_header(settings.cluster_secrets),
-        timeout=10.0,
+        timeout=settings.backend_timeout_s,
         trust_env=False,
         verify=tls,
     )

@@ -14,6 +14,7 @@ from workfleet.harness.cluster import FAST
 from workfleet.harness.ledger import History, Record, reconcile
 from workfleet.harness.run import Mark, Options, Result
 from workfleet.harness.scenarios import links
+from workfleet.settings import BackendSettings
 
 pytestmark = pytest.mark.unit
 
@@ -130,7 +131,14 @@ def test_a_link_fault_option_out_of_range_is_refused(
 def test_the_jitter_scenarios_health_timeout_follows_its_latency() -> None:
     assert links.health_timeout_s(0.2, 0.1) == 1.2  # twice the worst round trip
     env = links.SCENARIOS["jitter"].backend_env(Options(latency_ms=100, jitter_ms=50))
-    assert env == {"WORKFLEET_HEALTH_TIMEOUT_S": "0.6"}
+    assert env == {"WORKFLEET_HEALTH_TIMEOUT_S": "0.6", "WORKFLEET_HEALTH_INTERVAL_S": "0.25"}
+    # a long latency stretches the interval, so the backend accepts the timeout (<= 10 of them)
+    slow = links.SCENARIOS["jitter"].backend_env(Options(latency_ms=800, jitter_ms=200))
+    assert slow == {"WORKFLEET_HEALTH_TIMEOUT_S": "4.0", "WORKFLEET_HEALTH_INTERVAL_S": "0.4"}
+    BackendSettings(
+        health_timeout_s=float(slow["WORKFLEET_HEALTH_TIMEOUT_S"]),
+        health_interval_s=float(slow["WORKFLEET_HEALTH_INTERVAL_S"]),
+    )
     # little or no latency: the usual timeout, not less
     assert (
         links.health_timeout_s(0.05, 0.0)

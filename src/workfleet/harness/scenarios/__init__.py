@@ -35,6 +35,7 @@ async def run_scenario(
             await run.start_sampling()
             result = await scenario.play(run, opts)
         finally:
+            await run.stop_background()
             await run.client.close()
         result.options["max_losses"] = int(env.get("WORKFLEET_MAX_LOSSES", 3))
         result.options["break_backend"] = opts.break_backend

@@ -128,7 +128,7 @@ async def poison(run: Run, opts: Options) -> Result:
     assert poisoned is not None
     await run.submit_all(count, sleep_params(op_s))
     stop = asyncio.Event()
-    reviving = asyncio.create_task(revive_the_dead(run, names, stop))
+    reviving = run.in_background(revive_the_dead(run, names, stop))
 
     async def final() -> OperationView | None:
         op = await run.operation(poisoned)
@@ -177,7 +177,7 @@ async def backend_kill(run: Run, opts: Options) -> Result:
             await run.submit(sleep_params(op_s), deadline_s=90)
             await asyncio.sleep(0.05)
 
-    feeding = asyncio.create_task(submitter())
+    feeding = run.in_background(submitter())
     for _ in range(2):
         await asyncio.sleep(rng.uniform(1.5, 3.0))
         await run.restart_backend()
@@ -200,7 +200,7 @@ async def nemesis(run: Run, opts: Options) -> Result:
     schedule = opts.schedule or generate(opts.seed, names, opts.duration_s, faults=kinds(run))
     run.say(schedule.describe())
     stop = asyncio.Event()
-    feeding = asyncio.create_task(keep_fed(run, 2 * workers, op_s, stop))  # 2 per worker
+    feeding = run.in_background(keep_fed(run, 2 * workers, op_s, stop))  # 2 per worker
     began = time.monotonic()
     for step in schedule.steps:
         await asyncio.sleep(max(0.0, step.at_s - (time.monotonic() - began)))

@@ -100,7 +100,7 @@ async def flapping(run: Run, opts: Options) -> Result:
     flapper = names[0]
     rng = random.Random(opts.seed)
     stop = asyncio.Event()
-    feeding = asyncio.create_task(keep_fed(run, 2 * workers, op_s, stop))
+    feeding = run.in_background(keep_fed(run, 2 * workers, op_s, stop))
     cuts = 0
     began = time.monotonic()
     while time.monotonic() - began < opts.flap_s:
@@ -316,7 +316,12 @@ def health_timeout_s(delay_s: float, jitter_s: float) -> float:
 
 def _jitter_env(opts: Options) -> dict[str, str]:
     timeout_s = health_timeout_s(opts.latency_ms / 1000, opts.jitter_ms / 1000)
-    return {"WORKFLEET_HEALTH_TIMEOUT_S": str(timeout_s)}
+    # the backend refuses a timeout above 10 intervals: a long latency stretches the interval
+    interval_s = max(FAST.health_interval_s, timeout_s / 10)
+    return {
+        "WORKFLEET_HEALTH_TIMEOUT_S": str(timeout_s),
+        "WORKFLEET_HEALTH_INTERVAL_S": str(interval_s),
+    }
 
 
 SCENARIOS = {

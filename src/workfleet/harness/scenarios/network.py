@@ -28,7 +28,7 @@ async def packet_loss(run: Run, opts: Options) -> Result:
     names = await fleet(run, workers)
     lossy = sorted(random.Random(opts.seed).sample(names, max(1, workers // 2)))
     stop = asyncio.Event()
-    feeding = asyncio.create_task(keep_fed(run, 2 * workers, op_s, stop))
+    feeding = run.in_background(keep_fed(run, 2 * workers, op_s, stop))
     for name in lossy:
         run.lose_packets(name, opts.loss_percent)
     await asyncio.sleep(LOSS_S)
