@@ -66,7 +66,8 @@ def test_a_drawn_delay_stays_within_its_jitter() -> None:
     draws = [Latency(0.2, 0.1).draw(rng) for _ in range(1000)]
     assert all(0.1 <= d <= 0.3 for d in draws)
     assert max(draws) - min(draws) > 0.15  # really jittered
-    assert Latency(0.01, 0.05).draw(random.Random(2)) >= 0.0  # never negative
+    wide = [Latency(0.01, 0.05).draw(rng) for _ in range(1000)]  # jitter above the delay
+    assert min(wide) == 0.0 and all(d >= 0.0 for d in wide)  # clamped, never negative
 
 
 async def test_latency_delays_each_direction_it_is_set_on(proxy: Proxy) -> None:
@@ -125,7 +126,7 @@ async def test_a_lost_response_reaches_the_server_never_the_caller(
     writer.write(b"again")  # healed, but this connection's path is broken for good
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(reader.read(1), 0.5)
-    assert await round_trip(proxy, b"new") >= 0.0  # a new connection works
+    await round_trip(proxy, b"new")  # a new connection works (round_trip checks the echo)
 
     writer.close()  # the caller gives up: the server hears it
     await asyncio.wait_for(echo.hung_up.wait(), 5)

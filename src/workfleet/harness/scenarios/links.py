@@ -4,7 +4,6 @@ flaps, latency with jitter on every link, a partition longer than the removal ti
 
 import asyncio
 import random
-import statistics
 import time
 from typing import Any
 
@@ -22,6 +21,7 @@ from workfleet.harness.run import (
     sleep_params,
     status_is,
 )
+from workfleet.harness.stats import distribution
 from workfleet.protocol import OperationView
 
 REMOVAL_S = 3.0  # long-partition: the backend forgets a worker unavailable this long
@@ -296,16 +296,14 @@ async def paced(run: Run, count: int, op_s: float) -> list[str]:
 
 
 def dispatch_ms(ops: list[OperationView]) -> dict[str, float]:
-    """Dispatch latency (acknowledged by the worker - accepted from the client): p50, p99."""
-    waits = [
-        (op.dispatched_at - op.created_at).total_seconds() * 1000
-        for op in ops
-        if op.dispatched_at is not None
-    ]
-    if len(waits) < 2:
-        return {}
-    cuts = statistics.quantiles(waits, n=100, method="inclusive")
-    return {"p50": round(cuts[49], 1), "p99": round(cuts[98], 1), "n": len(waits)}
+    """Dispatch latency (acknowledged by the worker - accepted from the client), with N."""
+    return distribution(
+        [
+            (op.dispatched_at - op.created_at).total_seconds()
+            for op in ops
+            if op.dispatched_at is not None
+        ]
+    )
 
 
 def health_timeout_s(delay_s: float, jitter_s: float) -> float:
