@@ -47,7 +47,7 @@ from workfleet.security.tokens import auth_header
 from workfleet.serving import AppServer, server_config, wait_started
 from workfleet.settings import WorkerSettings
 from workfleet.worker.agent import Agent
-from workfleet.worker.app import public, router
+from workfleet.worker.app import leave, public, router
 from workfleet.worker.execution_log import ExecutionLog
 from workfleet.worker.reporter import Reporter
 from workfleet.worker.runner import Job, JobEvent, Runner
@@ -189,24 +189,14 @@ class SimWorker:
         self.registered_s = time.monotonic() - began
 
     async def leave(self, grace_s: float) -> None:
-        """What a real worker does on SIGTERM (worker.app.drain): stop accepting, let running
-        operations finish within the grace, hand back the rest, flush results, deregister."""
-        reporter = self.service.reporter
-        assert reporter is not None
-        self.service.draining = True
-        with contextlib.suppress(httpx.HTTPError):
-            await self.agent.announce_drain(self.worker_id)
-        await self.service.runner.wait_idle(grace_s)
-        for job in self.service.runner.hand_back():
-            reporter.abandon(job.operation_id)
-        await reporter.flush(timeout_s=5.0)
-        with contextlib.suppress(httpx.HTTPError):
-            await self.agent.deregister(self.worker_id)
+        """What a real worker does on SIGTERM (worker.app.leave), then close its clients."""
+        await leave(self.service, self.agent, grace_s, on_failure=lambda _call: None)
         if self.agent_task is not None:  # after deregistering: a dropped session is probed
             self.agent_task.cancel()
             with contextlib.suppress(BaseException):
                 await self.agent_task
-        await reporter.close()
+        if self.service.reporter is not None:
+            await self.service.reporter.close()
         await self.client.aclose()
 
 

@@ -308,8 +308,7 @@ def _count(metrics: WorkerMetrics, event: JobEvent) -> None:
 
 
 async def drain(app: FastAPI, grace_s: float) -> None:
-    """SIGTERM: stop accepting, let running operations finish (up to the grace), hand back the
-    rest, deliver outstanding results, deregister. Runs while the server still answers."""
+    """SIGTERM: stop accepting, then `leave`. Runs while the server still answers."""
     service: WorkerService = app.state.service
     agent: Agent | None = getattr(app.state, "agent", None)
     service.draining = True
@@ -318,10 +317,23 @@ async def drain(app: FastAPI, grace_s: float) -> None:
     if agent is None:
         return
     metrics: WorkerMetrics = app.state.metrics
+    handed = await leave(service, agent, grace_s, on_failure=metrics.callback_failed)
+    app.state.agent_task.cancel()  # after deregistering: a dropped session would be probed
+    log.info("worker_drained", worker_id=worker_id, handed_back=handed)
+
+
+async def leave(
+    service: WorkerService, agent: Agent, grace_s: float, *, on_failure: Callable[[str], None]
+) -> int:
+    """Announce the drain, let running operations finish (up to the grace), hand back the
+    rest, deliver outstanding results, deregister; `on_failure(call)` for a call the backend
+    did not answer. Returns how many operations were handed back."""
+    service.draining = True
+    worker_id = service.identity.worker_id
     try:
         await agent.announce_drain(worker_id)
     except httpx.HTTPError:
-        metrics.callback_failed("drain")
+        on_failure("drain")
     await service.runner.wait_idle(grace_s)
     handed = service.runner.hand_back()
     if service.reporter is not None:
@@ -331,6 +343,5 @@ async def drain(app: FastAPI, grace_s: float) -> None:
     try:
         await agent.deregister(worker_id)
     except httpx.HTTPError:
-        metrics.callback_failed("deregister")
-    app.state.agent_task.cancel()  # after deregistering: a dropped session would be probed
-    log.info("worker_drained", worker_id=worker_id, handed_back=len(handed))
+        on_failure("deregister")
+    return len(handed)
